@@ -1,0 +1,50 @@
+# eventcrm — `make help` lists the targets. Every target sets up .venv itself first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required ($(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install eventcrm with its dev tools
+
+demo: $(STAMP) ## the main job: run eventcrm's demo on the embedded default
+	$(BIN)/eventcrm demo
+
+format: $(STAMP) ## rewrite code with ruff's formatter and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: $(STAMP) ## ruff (never rewrites) and the import-linter layering contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP) ## mypy, strict on domain, projections, adapters and infra
+	$(BIN)/mypy
+
+test-unit: $(STAMP) ## fast tests of pure code
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test: lint typecheck $(STAMP) ## everything CI runs: lint, types, all tests
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
+	$(PY) -m bench.store
+
+.PHONY: help install demo format lint typecheck test-unit test-integration test bench

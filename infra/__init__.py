@@ -1,0 +1,1 @@
+"""Settings, the composition root, the schema and the embedded services for local runs."""

@@ -1,0 +1,172 @@
+"""The composition root: settings in, wired objects out. Tests build through it too."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
+
+from adapters.crypto import MasterKey, encode_key, generate_key
+from adapters.importer import BulkImporter, PreparerConfig
+from adapters.store import CustomerStore
+from infra.embedded import embedded_postgres
+from infra.schema import check_schema, migrate
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_env(
+    url: str, *, role: str | None, settings: Settings, pool_size: int = 2
+) -> dict[str, str]:
+    """eventsourcing's configuration for a connection URL (and optionally a role to use)."""
+    parts = conninfo_to_dict(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(parts.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(parts.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(parts.get("port", "5432")),
+        "POSTGRES_USER": role or str(parts.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(parts.get("password", "")),
+        "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
+        "CREATE_TABLE": "n",
+        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+        # One writer per customer partition: fast-forwarding would cost a SELECT per
+        # get; a stale cache is caught by the version conflict and retried instead.
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+    }
+
+
+def datastore_kwargs(url: str, settings: Settings, *, role: str | None = None) -> dict[str, Any]:
+    env = store_env(url, role=role, settings=settings)
+    return {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": env["POSTGRES_PORT"],
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"],
+        "lock_timeout": settings.lock_timeout_seconds,
+    }
+
+
+def datastore_for(url: str, settings: Settings) -> PostgresDatastore:
+    return PostgresDatastore(**datastore_kwargs(url, settings))
+
+
+def load_master_key(settings: Settings, *, embedded: bool, say: Callable[[str], None]) -> MasterKey:
+    """The configured master key; on the embedded default, one generated under home."""
+    if settings.master_key:
+        return MasterKey.from_text(settings.master_key)
+    if not embedded:
+        raise SystemExit(
+            "EVENTCRM_MASTER_KEY is required with EVENTCRM_DATABASE_URL "
+            "(base64 of 32 random bytes; keep it in your secret store)"
+        )
+    path = settings.home / "master.key"
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(encode_key(generate_key()) + "\n")
+        say(f"generated a master key at {path} (set EVENTCRM_MASTER_KEY to use your own)")
+    return MasterKey.from_text(path.read_text())
+
+
+@dataclass
+class Services:
+    """What the commands use, built once per process."""
+
+    settings: Settings
+    store: CustomerStore
+    importer: BulkImporter
+    embedded: bool
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[tuple[str, str, bool]]:
+    """(owner URL, application URL, embedded?) — starting the embedded server if needed."""
+    if settings.database_url:
+        yield settings.admin_database_url or settings.database_url, settings.database_url, False
+        return
+    with embedded_postgres(settings.home) as url:
+        yield url, url, True
+
+
+def build_store(
+    settings: Settings,
+    app_url: str,
+    master_key: MasterKey,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    as_role: str | None = None,
+) -> CustomerStore:
+    store = CustomerStore(
+        store_env(app_url, role=as_role, settings=settings),
+        master_key=master_key,
+        max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+        clock=clock,
+        cache_size=settings.aggregate_cache_size,
+    )
+    check_schema(store.datastore)
+    return store
+
+
+@contextlib.contextmanager
+def services(
+    settings: Settings,
+    *,
+    say: Callable[[str], None] = log.info,
+    clock: Callable[[], datetime] = utc_now,
+) -> Iterator[Services]:
+    """Wire everything for one CLI process; the embedded default migrates itself."""
+    with database(settings) as (admin_url, app_url, embedded):
+        master_key = load_master_key(settings, embedded=embedded, say=say)
+        if embedded:
+            run_migrations(settings, admin_url)
+        # On the embedded default the owner connects, then acts as the application role,
+        # so even local runs cannot UPDATE or DELETE events.
+        role = settings.app_role if embedded else None
+        store = build_store(settings, app_url, master_key, clock=clock, as_role=role)
+        importer = BulkImporter(
+            store,
+            batch_size=settings.import_batch_size,
+            clock=clock,
+            workers=settings.import_workers,
+            worker_config=PreparerConfig(
+                datastore=datastore_kwargs(app_url, settings, role=role),
+                master_key=encode_key(master_key.raw),
+                max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+                cache_size=settings.aggregate_cache_size,
+            ),
+        )
+        try:
+            yield Services(settings=settings, store=store, importer=importer, embedded=embedded)
+        finally:
+            store.close()
+
+
+def run_migrations(settings: Settings, admin_url: str) -> int:
+    datastore = datastore_for(admin_url, settings)
+    try:
+        return migrate(datastore, app_role=settings.app_role)
+    finally:
+        datastore.close()
+
+
+def default_sample() -> Path:
+    return Path(__file__).parent / "samples" / "interactions.jsonl"

@@ -1,0 +1,35 @@
+"""Entry point of the `eventcrm` console script."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from contextlib import AbstractContextManager
+
+from rich.console import Console
+
+from adapters.cli import Runtime, build_cli
+from infra.bootstrap import database, default_sample, run_migrations, services
+from infra.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore", module="platformdirs")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    err = Console(stderr=True)
+
+    def open_runtime() -> AbstractContextManager[Runtime]:
+        return services(settings, say=lambda text: err.print(f"[cyan]{text}[/cyan]"))
+
+    def migrate() -> int:
+        with database(settings) as (admin_url, _, _):
+            return run_migrations(settings, admin_url)
+
+    app = build_cli(open_runtime, migrate=migrate, sample=default_sample())
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="eventcrm")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The explicit migration step: tables, immutability triggers, the application role.
+
+Workers never create tables: they check the schema version at start and refuse to run
+on an unmigrated database, so a typo'd URL cannot silently create a second store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from eventsourcing.postgres import PostgresDatastore
+from psycopg import sql
+
+from adapters.recorder import (
+    DATA_KEYS_TABLE,
+    DEAD_LETTERS_TABLE,
+    EVENTS_TABLE,
+    KEYS_TABLE,
+    TRACKING_TABLE,
+    CustomerRecorder,
+)
+from domain.errors import EventcrmError
+
+SCHEMA_VERSION = 1
+MIGRATIONS_TABLE = "eventcrm_migrations"
+
+
+class SchemaNotMigratedError(EventcrmError):
+    """The database has no (or an older) eventcrm schema: run `eventcrm migrate`."""
+
+
+def _v1(role: str) -> list[sql.Composed | sql.SQL]:
+    r = sql.Identifier(role)
+    events = sql.Identifier(EVENTS_TABLE)
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS chain_hash bytea NOT NULL").format(events),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " source text NOT NULL, event_id text NOT NULL, customer_id uuid NOT NULL,"
+            " originator_version bigint NOT NULL, digest text NOT NULL,"
+            " PRIMARY KEY (source, event_id))"
+        ).format(sql.Identifier(KEYS_TABLE)),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " customer_id uuid PRIMARY KEY, wrapped bytea, master_key_id text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT now(), forgotten_at timestamptz)"
+        ).format(sql.Identifier(DATA_KEYS_TABLE)),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " id bigserial PRIMARY KEY, received_at timestamptz NOT NULL DEFAULT now(),"
+            " code text NOT NULL, field text, message text NOT NULL, rejections jsonb NOT NULL,"
+            " payload bytea NOT NULL, source text, event_id text, customer_id text,"
+            " provenance jsonb)"
+        ).format(sql.Identifier(DEAD_LETTERS_TABLE)),
+        sql.SQL("CREATE INDEX IF NOT EXISTS dead_letters_customer_idx ON {} (customer_id)").format(
+            sql.Identifier(DEAD_LETTERS_TABLE)
+        ),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION eventcrm_refuse_change() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'stored events are immutable (% refused on %)', TG_OP, TG_TABLE_NAME "
+            "USING ERRCODE = 'insufficient_privilege'; END $$"
+        ),
+        sql.SQL("DROP TRIGGER IF EXISTS customer_events_immutable ON {}").format(events),
+        sql.SQL(
+            "CREATE TRIGGER customer_events_immutable BEFORE UPDATE OR DELETE ON {} "
+            "FOR EACH ROW EXECUTE FUNCTION eventcrm_refuse_change()"
+        ).format(events),
+        sql.SQL("DROP TRIGGER IF EXISTS customer_events_no_truncate ON {}").format(events),
+        sql.SQL(
+            "CREATE TRIGGER customer_events_no_truncate BEFORE TRUNCATE ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION eventcrm_refuse_change()"
+        ).format(events),
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) "
+            "THEN CREATE ROLE {} LOGIN; END IF; END $$"
+        ).format(sql.Literal(role), r),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(r),
+        # UPDATE is granted only because LOCK ... IN EXCLUSIVE MODE requires it; the
+        # trigger refuses every actual UPDATE. No DELETE, no TRUNCATE.
+        sql.SQL("REVOKE ALL ON {} FROM {}").format(events, r),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(events, r),
+        sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(KEYS_TABLE), r),
+        sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(DEAD_LETTERS_TABLE), r),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+            sql.Identifier(DATA_KEYS_TABLE), r
+        ),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+            sql.Identifier(TRACKING_TABLE), r
+        ),
+        sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(r),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(MIGRATIONS_TABLE), r),
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1}
+
+
+def migrate(datastore: PostgresDatastore, *, app_role: str) -> int:
+    """Bring the schema to SCHEMA_VERSION as the owner; idempotent. Returns the version."""
+    # eventsourcing's own DDL for its tables, so they are exactly what its recorder expects.
+    CustomerRecorder(datastore).create_table()
+    with datastore.transaction(commit=True) as curs:
+        curs.execute("SELECT pg_advisory_xact_lock(hashtext('eventcrm-migrate'))")
+        curs.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version int PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(sql.Identifier(MIGRATIONS_TABLE))
+        )
+        curs.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(
+                sql.Identifier(MIGRATIONS_TABLE)
+            )
+        )
+        row = curs.fetchone()
+        current = 0 if row is None else int(row["v"])
+        for version in sorted(MIGRATIONS):
+            if version <= current:
+                continue
+            for statement in MIGRATIONS[version](app_role):
+                curs.execute(statement)
+            curs.execute(
+                sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(
+                    sql.Identifier(MIGRATIONS_TABLE)
+                ),
+                (version,),
+            )
+    return SCHEMA_VERSION
+
+
+def check_schema(datastore: PostgresDatastore) -> None:
+    """Refuse to run on a database `eventcrm migrate` has not brought up to date."""
+    try:
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(
+                    sql.Identifier(MIGRATIONS_TABLE)
+                )
+            )
+            row = curs.fetchone()
+    except Exception as exc:
+        if isinstance(exc.__cause__, psycopg.errors.UndefinedTable) or "does not exist" in str(exc):
+            raise SchemaNotMigratedError(
+                "this database has no eventcrm schema: run `eventcrm migrate`"
+            ) from None
+        raise
+    version = 0 if row is None else int(row["v"])
+    if version < SCHEMA_VERSION:
+        raise SchemaNotMigratedError(
+            f"schema version {version} < {SCHEMA_VERSION}: run `eventcrm migrate`"
+        )

@@ -1,0 +1,1 @@
+"""The faust app: topics, agents and timers that run the projections live."""

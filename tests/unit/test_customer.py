@@ -1,0 +1,72 @@
+"""The Customer aggregate's behaviour, in memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain.customer import Customer, WrongCustomerError, customer_uuid, interaction_fields
+from domain.interactions import parse_interaction
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def interaction(customer: str, occurred_at: str, event_id: str = "e-1") -> object:
+    return parse_interaction(
+        {
+            "event_id": event_id,
+            "source": "shop",
+            "customer_id": customer,
+            "kind": "purchase",
+            "occurred_at": occurred_at,
+            "amount": "10.5",
+            "currency": "EUR",
+        },
+        now=NOW,
+        max_future_skew=timedelta(minutes=5),
+    )
+
+
+def test_a_customer_id_maps_to_the_same_aggregate_id_everywhere() -> None:
+    assert customer_uuid("c-1") == customer_uuid("c-1") == Customer.create_id("c-1")
+    assert customer_uuid("c-1") != customer_uuid("c-2")
+
+
+def test_recording_appends_one_event_with_the_interaction_facts() -> None:
+    customer = Customer("c-1")
+    customer.record(interaction("c-1", "2025-05-01T12:00:00+02:00"), digest="d")  # type: ignore[arg-type]
+
+    created, recorded = customer.collect_events()
+    assert isinstance(created, Customer.Created)
+    assert isinstance(recorded, Customer.InteractionRecorded)
+    assert recorded.originator_version == 2
+    assert recorded.kind == "purchase"  # type: ignore[attr-defined]
+    assert str(recorded.amount) == "10.50"  # type: ignore[attr-defined]
+    assert recorded.occurred_at == datetime(2025, 5, 1, 10, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert customer.interaction_count == 1
+
+
+def test_the_latest_occurrence_is_kept_whatever_the_arrival_order() -> None:
+    customer = Customer("c-1")
+    customer.record(interaction("c-1", "2025-05-02T00:00:00Z", "e-1"), digest="a")  # type: ignore[arg-type]
+    customer.record(interaction("c-1", "2025-05-01T00:00:00Z", "e-2"), digest="b")  # type: ignore[arg-type]
+    assert customer.last_occurred_at == datetime(2025, 5, 2, tzinfo=UTC)
+
+
+def test_an_interaction_of_another_customer_is_refused() -> None:
+    with pytest.raises(WrongCustomerError):
+        Customer("c-1").record(interaction("c-2", "2025-05-01T00:00:00Z"), digest="d")  # type: ignore[arg-type]
+
+
+def test_the_event_fields_are_exactly_what_the_fast_path_stores() -> None:
+    customer = Customer("c-1")
+    item = interaction("c-1", "2025-05-01T00:00:00Z")
+    customer.record(item, digest="d")  # type: ignore[arg-type]
+    recorded = customer.collect_events()[1]
+    state = {
+        k: v
+        for k, v in vars(recorded).items()
+        if k not in {"originator_id", "originator_version", "timestamp"}
+    }
+    assert state == interaction_fields(item, "d")  # type: ignore[arg-type]
