@@ -285,18 +285,20 @@ def _describe(state: dict[str, Any]) -> str:
 
 
 def _print_history(customer_id: str, entries: list[HistoryEntry]) -> None:
-    table = Table(title=f"history of {customer_id}")
-    for column in ("v", "occurred at (UTC)", "source / event id", "what", "hash", "chain"):
-        table.add_column(column)
+    table = Table(title=f"history of {customer_id}", expand=False)
+    for column in ("v", "occurred at (UTC)", "source / event id", "what", "chain hash"):
+        table.add_column(column, overflow="fold")
     for e in entries:
         s = e.state
         occurred = s.get("occurred_at")
         table.add_row(
             str(e.version),
-            occurred.isoformat() if occurred is not None else "",
+            occurred.strftime("%Y-%m-%d %H:%M") if occurred is not None else "",
             f"{s.get('source', '')} / {s.get('event_id', '')}" if "source" in s else "",
             _describe(s),
-            e.chain_hash[:12],
-            "ok" if e.chain_ok else "[red]BROKEN[/red]",
+            e.chain_hash[:16] + (" ok" if e.chain_ok else " [red]BROKEN[/red]"),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
