@@ -28,6 +28,7 @@ def _default(value: object) -> Any:
 _FIELD_DECODERS: dict[str, Callable[[Any], Any]] = {
     "timestamp": datetime.fromisoformat,
     "occurred_at": datetime.fromisoformat,
+    "until": datetime.fromisoformat,
     "amount": Decimal,
     "personal": b64decode,
     "originator_id": UUID,

@@ -170,6 +170,10 @@ class _Plan:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
+class CustomerNotFoundError(LookupError):
+    """No stored history for this customer id."""
+
+
 class StalePositionError(RuntimeError):
     """A position at or past this one is already stored: the batch was applied before."""
 
@@ -334,9 +338,11 @@ class CustomerStore(Application[UUID]):
         return [o for o in outcomes if o is not None]
 
     def _load_customers(self, prepared: Sequence[_Prepared]) -> dict[UUID, Customer]:
-        """The batch's existing customers: cached ones, then one query to tell which of
+        return self._load_customers_by_id(list(dict.fromkeys(p.customer for p in prepared)))
+
+    def _load_customers_by_id(self, wanted: Sequence[UUID]) -> dict[UUID, Customer]:
+        """Existing customers among `wanted`: cached ones, then one query to tell which of
         the rest exist (new customers cost no read at all)."""
-        wanted = list(dict.fromkeys(p.customer for p in prepared))
         cache = self.repository.cache
         loaded: dict[UUID, Customer] = {}
         uncached = []
@@ -409,7 +415,69 @@ class CustomerStore(Application[UUID]):
         position: int | None = recorder.max_tracking_id(name)
         return position
 
+    def record_alert_action(
+        self,
+        customer_id: str,
+        *,
+        action: str,
+        alert_id: str,
+        by: str,
+        reason: str,
+        until: datetime | None = None,
+    ) -> int:
+        """Append an ops action on a churn alert; returns the customer's new version."""
+        customer = customer_uuid(customer_id)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                aggregate = self._load_customers_by_id([customer]).get(customer)
+                if aggregate is None:
+                    raise CustomerNotFoundError(customer_id)
+                aggregate.act_on_alert(
+                    action=action,
+                    alert_id=alert_id,
+                    by=by,
+                    reason=reason,
+                    until=until,
+                    at=self.clock(),
+                )
+                self.save(aggregate)
+                return int(aggregate.version)
+            except IntegrityError:
+                self._evict({customer})
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
+        raise RuntimeError(f"record_alert_action: still conflicting after {MAX_ATTEMPTS} attempts")
+
     # --- reading ---------------------------------------------------------------
+
+    def stored_events(self, customer_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """(version, topic, state) of a customer's events, personal part left encrypted:
+        what the projections need, without a key lookup per event."""
+        statement = SQL(
+            "SELECT originator_version, topic, state FROM {} "
+            "WHERE originator_id = %s ORDER BY originator_version"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (customer_uuid(customer_id),), binary=True)
+            rows = curs.fetchall()
+        decode = self.state_transcoder.decode
+        return [(r["originator_version"], r["topic"], decode(bytes(r["state"]))) for r in rows]
+
+    def scan_stored_events(
+        self, *, batch_rows: int = 20_000
+    ) -> Iterator[tuple[UUID, int, str, dict[str, Any]]]:
+        """Every stored event, customer by customer in version order (server-side cursor)."""
+        decode = self.state_transcoder.decode
+        for customer, version, topic, state, _ in self._scan_events(batch_rows):
+            yield customer, version, topic, decode(state)
+
+    def customer_count(self) -> int:
+        statement = SQL("SELECT count(*) AS n FROM {} WHERE originator_version = 1").format(
+            Identifier(self.datastore.schema, EVENTS_TABLE)
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement)
+            row = curs.fetchone()
+        return 0 if row is None else int(row["n"])
 
     def history(self, customer_id: str) -> list[HistoryEntry]:
         """The customer's stored events, decrypted where the key still exists, in order."""

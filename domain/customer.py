@@ -48,6 +48,16 @@ class Customer(Aggregate):
         personal: dict[str, Any] | None
         digest: str
 
+    class AlertActionRecorded(Aggregate.Event):
+        """An ops decision on a churn alert: acknowledged, snoozed (until) or resolved."""
+
+        action: str
+        alert_id: str
+        by: str
+        reason: str
+        until: datetime | None
+        occurred_at: datetime
+
     @staticmethod
     def create_id(customer_id: str) -> UUID:
         return customer_uuid(customer_id)
@@ -63,6 +73,37 @@ class Customer(Aggregate):
         if interaction.customer_id != self.customer_id:
             raise WrongCustomerError(interaction.customer_id, self.customer_id)
         self._interaction_recorded(**interaction_fields(interaction, digest))
+
+    def act_on_alert(
+        self,
+        *,
+        action: str,
+        alert_id: str,
+        by: str,
+        reason: str,
+        until: datetime | None,
+        at: datetime,
+    ) -> None:
+        """Record what ops did about an alert; the projections fold it like any event."""
+        check_alert_action(
+            action=action, alert_id=alert_id, by=by, reason=reason, until=until, at=at
+        )
+        self._alert_action_recorded(
+            action=action, alert_id=alert_id, by=by, reason=reason, until=until, occurred_at=at
+        )
+
+    @event(AlertActionRecorded)
+    def _alert_action_recorded(
+        self,
+        *,
+        action: str,
+        alert_id: str,
+        by: str,
+        reason: str,
+        until: datetime | None,
+        occurred_at: datetime,
+    ) -> None:
+        pass
 
     @event(InteractionRecorded)
     def _interaction_recorded(
@@ -101,6 +142,33 @@ def interaction_fields(interaction: Interaction, digest: str) -> dict[str, Any]:
         "personal": None if interaction.personal is None else dict(interaction.personal),
         "digest": digest,
     }
+
+
+ALERT_ACTIONS = frozenset({"acknowledged", "snoozed", "resolved"})
+
+
+class InvalidAlertActionError(ValueError):
+    """An ops action on an alert that cannot be recorded as given."""
+
+
+def check_alert_action(
+    *, action: str, alert_id: str, by: str, reason: str, until: datetime | None, at: datetime
+) -> None:
+    """Refuse an ops action that would put nonsense into the permanent record."""
+    if action not in ALERT_ACTIONS:
+        raise InvalidAlertActionError(f"action must be one of {sorted(ALERT_ACTIONS)}")
+    if not alert_id.strip() or len(alert_id) > 128:
+        raise InvalidAlertActionError("alert_id must be 1-128 characters")
+    if not by.strip() or len(by) > 128:
+        raise InvalidAlertActionError("by (who acted) must be 1-128 characters")
+    if len(reason) > 1000:
+        raise InvalidAlertActionError("reason must be at most 1000 characters")
+    if at.utcoffset() is None or (until is not None and until.utcoffset() is None):
+        raise InvalidAlertActionError("times must carry a UTC offset")
+    if action == "snoozed" and (until is None or until <= at):
+        raise InvalidAlertActionError("a snooze needs an `until` later than now")
+    if action != "snoozed" and until is not None:
+        raise InvalidAlertActionError("only a snooze takes `until`")
 
 
 class WrongCustomerError(ValueError):

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import Tracking
 
-from adapters.store import CustomerStore, Item, StalePositionError
+from adapters.store import CustomerNotFoundError, CustomerStore, Item, StalePositionError
 from domain.customer import customer_uuid
 from tests.conftest import StoreFactory
 
@@ -225,3 +225,24 @@ def test_even_the_owner_cannot_update_or_delete_events_while_the_trigger_stands(
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="immutable"):
                 conn.execute(statement)
             conn.rollback()
+
+
+def test_an_ops_action_on_an_alert_is_appended_to_the_customers_history(
+    store: CustomerStore, unique: str
+) -> None:
+    c = f"c-{unique}"
+    store.record([purchase(c, f"p-{unique}")])
+    version = store.record_alert_action(
+        c, action="acknowledged", alert_id="alert-1", by="kim", reason="calling them"
+    )
+    assert version == 3
+    last = store.stored_events(c)[-1]
+    assert last[1].endswith("AlertActionRecorded")
+    assert (last[2]["action"], last[2]["by"], last[2]["until"]) == ("acknowledged", "kim", None)
+
+
+def test_an_ops_action_on_an_unknown_customer_is_refused(store: CustomerStore, unique: str) -> None:
+    with pytest.raises(CustomerNotFoundError):
+        store.record_alert_action(
+            f"nobody-{unique}", action="resolved", alert_id="a", by="kim", reason=""
+        )

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.customer import Customer, WrongCustomerError, customer_uuid, interaction_fields
+from domain.customer import (
+    Customer,
+    InvalidAlertActionError,
+    WrongCustomerError,
+    customer_uuid,
+    interaction_fields,
+)
 from domain.interactions import parse_interaction
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -70,3 +76,46 @@ def test_the_event_fields_are_exactly_what_the_fast_path_stores() -> None:
         if k not in {"originator_id", "originator_version", "timestamp"}
     }
     assert state == interaction_fields(item, "d")  # type: ignore[arg-type]
+
+
+AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("action", "alert_id", "by", "until", "message"),
+    [
+        ("archived", "a-1", "ops", None, "action must be one of"),
+        ("acknowledged", "", "ops", None, "alert_id"),
+        ("acknowledged", "a-1", " ", None, "by"),
+        ("snoozed", "a-1", "ops", None, "snooze needs"),
+        ("snoozed", "a-1", "ops", AT - timedelta(hours=1), "snooze needs"),
+        ("resolved", "a-1", "ops", AT + timedelta(days=1), "only a snooze"),
+    ],
+)
+def test_an_invalid_ops_action_is_refused(
+    action: str, alert_id: str, by: str, until: datetime | None, message: str
+) -> None:
+    customer = Customer("c-1")
+    with pytest.raises(InvalidAlertActionError, match=message):
+        customer.act_on_alert(
+            action=action, alert_id=alert_id, by=by, reason="", until=until, at=AT
+        )
+
+
+def test_an_ops_action_is_recorded_as_an_event_with_its_instant() -> None:
+    customer = Customer("c-1")
+    customer.act_on_alert(
+        action="snoozed",
+        alert_id="a-1",
+        by="kim",
+        reason="on holiday",
+        until=AT + timedelta(days=7),
+        at=AT,
+    )
+    recorded = customer.collect_events()[-1]
+    assert isinstance(recorded, Customer.AlertActionRecorded)
+    assert (recorded.action, recorded.until, recorded.occurred_at) == (  # type: ignore[attr-defined]
+        "snoozed",
+        AT + timedelta(days=7),
+        AT,
+    )
