@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any, Protocol
 
@@ -16,8 +21,12 @@ from rich.table import Table
 
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
-from adapters.store import CustomerStore, HistoryEntry
+from adapters.readside import ProjectionReader
+from adapters.simulate import simulate
+from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
+from domain.customer import InvalidAlertActionError
 from domain.interactions import interaction_json_schema
+from projections import Reason, ReplayStep, Snapshot
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -30,6 +39,12 @@ class Runtime(Protocol):
 
     @property
     def importer(self) -> BulkImporter: ...
+
+    @property
+    def reader(self) -> ProjectionReader: ...
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
 
 
 OpenRuntime = Callable[[], AbstractContextManager[Runtime]]
@@ -230,6 +245,242 @@ def build_cli(
         if not report.ok:
             raise typer.Exit(EXIT_FAILURE)
 
+    _add_projection_commands(app, open_runtime, err)
+    _add_alert_commands(app, open_runtime, err)
+    _add_tools(app, open_runtime, err, sample)
+    return app
+
+
+AsOf = Annotated[
+    str | None, typer.Option("--as-of", help="evaluate at this instant (RFC 3339; default now)")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+By = Annotated[str, typer.Option("--by", help="who acts (recorded)")]
+Why = Annotated[str, typer.Option("--reason", help="why (recorded)")]
+
+
+def _as_of(runtime: Runtime, text: str | None) -> datetime:
+    return _parse_instant(text) if text else runtime.clock()
+
+
+def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
+    """Tier, stage and churn, folded from the store (no pipeline needed)."""
+
+    @app.command("customer")
+    def customer_command(
+        customer_id: Annotated[str, typer.Argument(help="upstream customer id")],
+        as_of: AsOf = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """Tier, lifecycle stage, churn score and level, alert state, and why."""
+        with open_runtime() as runtime:
+            try:
+                view = runtime.reader.customer(customer_id, as_of=_as_of(runtime, as_of))
+            except CustomerNotFoundError:
+                err.print(f"[red]no history for customer {customer_id!r}[/red]")
+                raise typer.Exit(EXIT_FAILURE) from None
+        if as_json:
+            print_json(view.to_dict())
+            return
+        _print_snapshot(view)
+
+    @app.command("replay")
+    def replay_command(
+        customer_id: Annotated[str, typer.Argument(help="upstream customer id")],
+        as_of: AsOf = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """The fold step by step: each event (and each time-driven change at its own
+        instant), the state after it, the changes it caused and why."""
+        with open_runtime() as runtime:
+            try:
+                steps = runtime.reader.replay(customer_id, as_of=_as_of(runtime, as_of))
+            except CustomerNotFoundError:
+                err.print(f"[red]no history for customer {customer_id!r}[/red]")
+                raise typer.Exit(EXIT_FAILURE) from None
+        if as_json:
+            print_json({"customer_id": customer_id, "steps": [s.to_dict() for s in steps]})
+            return
+        _print_replay(customer_id, steps)
+
+    @app.command("export")
+    def export_command(
+        as_of: AsOf = None,
+        fmt: Annotated[
+            ExportFormat, typer.Option("--format", help="csv or jsonl")
+        ] = ExportFormat.csv,
+        out: Annotated[Path | None, typer.Option(help="output file (default stdout)")] = None,
+    ) -> None:
+        """One row per customer: tier, stage, churn, alert, revenue, last purchase."""
+        with open_runtime() as runtime, ExitStack() as stack:
+            instant = _as_of(runtime, as_of)
+            sink: IO[str] = stack.enter_context(out.open("w", newline="")) if out else sys.stdout
+            total = runtime.store.customer_count()
+            progress = stack.enter_context(
+                Progress(
+                    TextColumn("exporting"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    disable=not err.is_terminal,
+                    transient=True,
+                )
+            )
+            task = progress.add_task("export", total=total)
+            started = time.perf_counter()
+            count = write_export(
+                runtime.reader.all_customers(as_of=instant), sink, fmt, progress, task
+            )
+            elapsed = time.perf_counter() - started
+        err.print(
+            f"exported {count} customers as of {instant:%Y-%m-%d %H:%M} UTC "
+            f"({count / max(elapsed, 1e-9):,.0f} customers/s)"
+        )
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+EXPORT_COLUMNS = (
+    "customer_id",
+    "tier",
+    "lifecycle_stage",
+    "churn_score",
+    "churn_level",
+    "alert_state",
+    "alert_id",
+    "last_purchase_at",
+    "net_revenue_base",
+    "base_currency",
+    "purchase_count",
+    "stage_entered_at",
+    "policy_version",
+    "evaluated_at",
+)
+
+
+def write_export(
+    views: Iterator[Snapshot], sink: IO[str], fmt: ExportFormat, progress: Progress, task: Any
+) -> int:
+    """Write snapshots as CSV or JSON lines; returns how many."""
+    count = 0
+    writer = csv.writer(sink) if fmt is ExportFormat.csv else None
+    if writer is not None:
+        writer.writerow(EXPORT_COLUMNS)
+    for view in views:
+        row = view.to_dict()
+        if writer is not None:
+            writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+        else:
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+        if count % 1000 == 0:
+            progress.update(task, completed=count)
+    return count
+
+
+def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
+    """Ops' view of churn alerts (folded from the store) and their actions on them."""
+    alerts = typer.Typer(help="Churn alerts: list open ones; acknowledge, snooze or resolve.")
+    app.add_typer(alerts, name="alerts")
+
+    @alerts.command("list")
+    def list_command(as_of: AsOf = None, as_json: AsJson = False, limit: int = 50) -> None:
+        """Open alerts, most at risk first, with their top reasons."""
+        with open_runtime() as runtime:
+            views = [
+                v
+                for v in runtime.reader.all_customers(as_of=_as_of(runtime, as_of))
+                if v.alert_open
+            ]
+        views.sort(key=lambda v: (-v.churn_score, v.customer_id))
+        if as_json:
+            print_json([v.to_dict() for v in views[:limit]])
+            return
+        _print_alerts(views[:limit], total=len(views))
+
+    def act(action: str, customer_id: str, by: str, reason: str, until: datetime | None) -> None:
+        with open_runtime() as runtime:
+            try:
+                view = runtime.reader.customer(customer_id, as_of=runtime.clock())
+            except CustomerNotFoundError:
+                err.print(f"[red]no history for customer {customer_id!r}[/red]")
+                raise typer.Exit(EXIT_FAILURE) from None
+            if not view.alert_open or view.alert_id is None:
+                err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
+                raise typer.Exit(EXIT_FAILURE)
+            try:
+                runtime.store.record_alert_action(
+                    customer_id,
+                    action=action,
+                    alert_id=view.alert_id,
+                    by=by,
+                    reason=reason,
+                    until=until,
+                )
+            except InvalidAlertActionError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(EXIT_USAGE) from None
+            after = runtime.reader.customer(customer_id, as_of=runtime.clock())
+        Console().print(f"{view.alert_id} {action} by {by}: alert now {after.alert_state}")
+
+    @alerts.command("ack")
+    def ack_command(customer_id: str, by: By, reason: Why = "") -> None:
+        """Acknowledge the customer's open alert."""
+        act("acknowledged", customer_id, by, reason, None)
+
+    @alerts.command("snooze")
+    def snooze_command(
+        customer_id: str,
+        by: By,
+        until: Annotated[str, typer.Option(help="RFC 3339 instant the snooze ends")],
+        reason: Why = "",
+    ) -> None:
+        """Snooze the customer's open alert until an instant."""
+        act("snoozed", customer_id, by, reason, _parse_instant(until))
+
+    @alerts.command("resolve")
+    def resolve_command(customer_id: str, by: By, reason: Why = "") -> None:
+        """Resolve the customer's open alert by hand."""
+        act("resolved", customer_id, by, reason, None)
+
+
+def _add_tools(app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample: Path) -> None:
+    """Upstream-side tools and the demo."""
+
+    @app.command("simulate")
+    def simulate_command(
+        customers: Annotated[int, typer.Option(min=1, help="population size")] = 3000,
+        seed: Annotated[int, typer.Option(help="same seed, same output")] = 7,
+        days: Annotated[int, typer.Option(min=1, help="length of the simulated history")] = 365,
+        end: Annotated[
+            str | None,
+            typer.Option(help="last instant simulated, RFC 3339 (default: today 00:00 UTC)"),
+        ] = None,
+        out: Annotated[Path | None, typer.Option(help="JSON-lines output (default stdout)")] = None,
+        fates: Annotated[
+            Path | None, typer.Option(help="also write each customer's true fate (JSON lines)")
+        ] = None,
+    ) -> None:
+        """Write deterministic synthetic interactions, as upstream systems would send them."""
+        until = _parse_instant(end) if end else today_utc()
+        result = simulate(customers=customers, seed=seed, end=until, days=days)
+        with ExitStack() as stack:
+            sink = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
+            for item in result.interactions:
+                sink.write(dumps(item) + b"\n")
+            if fates:
+                with fates.open("wb") as handle:
+                    for fate in result.fates:
+                        handle.write(dumps(fate.to_dict()) + b"\n")
+        err.print(
+            f"{len(result.interactions)} interactions of {customers} customers, "
+            f"{days} days to {until:%Y-%m-%d %H:%M} UTC"
+        )
+
     @app.command("demo")
     def demo_command() -> None:
         """Import the bundled sample into the embedded store and show one customer's history."""
@@ -246,7 +497,19 @@ def build_cli(
                 f"({report.events} events, {report.customers} customers)"
             )
 
-    return app
+
+def today_utc() -> datetime:
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _parse_instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an RFC 3339 instant: {text!r}") from None
+    if value.utcoffset() is None:
+        raise typer.BadParameter("the instant needs a UTC offset, e.g. 2026-03-03T00:00:00Z")
+    return value.astimezone(UTC)
 
 
 def _print_summary(summary: ImportSummary, rejects_path: Path | None, *, as_json: bool) -> None:
@@ -266,6 +529,82 @@ def _print_summary(summary: ImportSummary, rejects_path: Path | None, *, as_json
         if value is not None:
             table.add_row(key, str(value))
     Console().print(table)
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value:,.2f} {currency}"
+
+
+def _top_reasons(view: Snapshot, n: int = 3) -> list[Reason]:
+    """The largest current churn contributions (later reasons of a rule supersede earlier)."""
+    latest = {r.rule: r for r in view.reasons if r.points is not None and r.points > 0}
+    return sorted(latest.values(), key=lambda r: -(r.points or 0))[:n]
+
+
+def _print_snapshot(view: Snapshot) -> None:
+    console = Console()
+    when = view.evaluated_at.strftime("%Y-%m-%d %H:%M UTC") if view.evaluated_at else "-"
+    console.print(f"[bold]{view.customer_id}[/bold] as of {when} (policy {view.policy_version})")
+    table = Table(show_header=False, box=None)
+    since = f" since {view.stage_entered_at:%Y-%m-%d}" if view.stage_entered_at else ""
+    last = f"{view.last_purchase_at:%Y-%m-%d}" if view.last_purchase_at else "never"
+    table.add_row(
+        "tier",
+        view.tier,
+        f"{_money(view.net_revenue_base, view.base_currency)} "
+        f"net in window, {view.window_purchase_count} purchases in window",
+    )
+    table.add_row("stage", view.lifecycle_stage, f"{since.strip()}; last purchase {last}")
+    table.add_row("churn", f"{view.churn_score}/100", view.churn_level)
+    table.add_row("alert", view.alert_state, view.alert_id or "")
+    console.print(table)
+    console.print("[bold]why[/bold]")
+    for reason in view.reasons:
+        points = f" (+{reason.points})" if reason.points else ""
+        console.print(f"  {reason.rule}{points}: {reason.message}")
+
+
+def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
+    table = Table(title=f"replay of {customer_id}")
+    for column in ("at (UTC)", "step", "tier", "stage", "churn", "alert", "changes"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        s = step.summary
+        changes = "; ".join(
+            f"{c.kind} {c.from_value}→{c.to_value}"
+            + (f" ({c.reasons[0].message})" if c.reasons else "")
+            for c in step.changes
+        )
+        table.add_row(
+            f"{step.at:%Y-%m-%d %H:%M}",
+            step.kind if step.event_id is None else f"{step.kind} {step.event_id}",
+            s.tier,
+            s.lifecycle_stage,
+            f"{s.churn_score} {s.churn_level}",
+            s.alert_state,
+            changes,
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
+def _print_alerts(views: list[Snapshot], *, total: int) -> None:
+    table = Table(title=f"open churn alerts ({total})")
+    for column in ("customer", "score", "level", "state", "tier", "stage", "top reasons"):
+        table.add_column(column, overflow="fold")
+    for view in views:
+        table.add_row(
+            view.customer_id,
+            str(view.churn_score),
+            view.churn_level,
+            view.alert_state,
+            view.tier,
+            view.lifecycle_stage,
+            "; ".join(f"{r.rule} +{r.points}" for r in _top_reasons(view)),
+        )
+    Console(width=None if Console().is_terminal else 160).print(table)
 
 
 def _describe(state: dict[str, Any]) -> str:

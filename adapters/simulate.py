@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -102,3 +103,272 @@ def _history(
             yield event("survey_response", score=rng.randrange(11))
         else:
             yield event("visit", page="/pricing")
+
+
+# --- behavioural simulation ---------------------------------------------------------
+
+PERSONAS: tuple[tuple[str, float], ...] = (
+    # (persona, share of the population)
+    ("steady_big_spender", 0.10),
+    ("regular", 0.25),
+    ("occasional", 0.20),
+    ("declining", 0.12),
+    ("complaint_churner", 0.08),
+    ("subscription_canceller", 0.08),
+    ("reactivator", 0.07),
+    ("prospect", 0.10),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """What really happens to a simulated customer: the label quality checks score against."""
+
+    customer_id: str
+    persona: str
+    churned: bool
+    churned_at: datetime | None
+    """When the customer's last purchase happened, for those who churn."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "persona": self.persona,
+            "churned": self.churned,
+            "churned_at": None if self.churned_at is None else self.churned_at.isoformat(),
+        }
+
+
+@dataclass
+class Simulation:
+    """A population's interactions (in publish order) and each customer's true fate."""
+
+    interactions: list[dict[str, Any]]
+    fates: list[Fate]
+
+
+def _persona(rng: random.Random) -> str:
+    roll = rng.random()
+    for name, share in PERSONAS:
+        if roll < share:
+            return name
+        roll -= share
+    return PERSONAS[-1][0]
+
+
+class _Customer:
+    """Builds one simulated customer's wire interactions."""
+
+    def __init__(self, rng: random.Random, n: int, prefix: str, end: datetime) -> None:
+        self.rng = rng
+        self.end = end
+        self.n = n
+        self.customer_id = f"{prefix}{n:05d}"
+        self.country, self.language, self.zone, self.currency = rng.choice(COUNTRIES)
+        self.offset = rng.choice([-5, 0, 1, 2, 9])
+        self.seq = 0
+        self.out: list[dict[str, Any]] = []
+
+    def emit(self, kind: str, at: datetime, **fields: Any) -> None:
+        if at > self.end:
+            return
+        self.seq += 1
+        self.out.append(
+            {
+                "event_id": f"{self.customer_id}-{self.seq}",
+                "source": _SOURCES.get(kind, "crm"),
+                "customer_id": self.customer_id,
+                "kind": kind,
+                "occurred_at": _stamp(at, self.offset),
+                **fields,
+            }
+        )
+
+    def register(self, at: datetime) -> None:
+        name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}"
+        self.emit(
+            "registered",
+            at,
+            profile={
+                "name": name,
+                "email": f"{name.lower().replace(' ', '.')}.{self.n}@example.com",
+                "phone": f"+4930{self.rng.randrange(10**7, 10**8)}",
+                "country": self.country,
+                "language": self.language,
+                "timezone": self.zone,
+            },
+        )
+
+    def purchase(self, at: datetime, scale: float) -> None:
+        self.emit(
+            "purchase",
+            at,
+            amount=_amount(self.rng, self.currency, 10 * scale, 120 * scale),
+            currency=self.currency,
+            order_id=f"o-{self.customer_id}-{self.seq + 1}",
+        )
+
+    def engagement(self, at: datetime) -> None:
+        kind = self.rng.choice(["login", "visit", "email_opened", "email_clicked"])
+        fields: dict[str, Any] = {
+            "login": {"channel": self.rng.choice(["web", "app"])},
+            "visit": {"page": self.rng.choice(["/", "/pricing", "/catalog"])},
+            "email_opened": {"campaign_id": f"c-{self.rng.randrange(40)}"},
+            "email_clicked": {"campaign_id": f"c-{self.rng.randrange(40)}", "link": "/offer"},
+        }[kind]
+        self.emit(kind, at, **fields)
+
+
+_SOURCES = {
+    "purchase": "shop",
+    "refund": "shop",
+    "subscription_started": "billing",
+    "subscription_renewed": "billing",
+    "subscription_cancelled": "billing",
+    "payment_failed": "billing",
+    "support_ticket_opened": "helpdesk",
+    "support_ticket_resolved": "helpdesk",
+    "complaint": "helpdesk",
+    "survey_response": "survey",
+    "login": "app",
+    "visit": "web",
+    "email_opened": "marketing",
+    "email_clicked": "marketing",
+}
+
+
+def _days(value: float) -> timedelta:
+    return timedelta(days=value)
+
+
+def _simulate_one(  # noqa: PLR0912, PLR0915 - one readable script per persona
+    rng: random.Random, n: int, persona: str, *, begin: datetime, end: datetime, prefix: str
+) -> tuple[list[dict[str, Any]], Fate]:
+    c = _Customer(rng, n, prefix, end)
+    span = (end - begin).days
+    start = begin + _days(rng.uniform(0, span * 0.35))
+    c.register(start)
+    churned_at: datetime | None = None
+    moment = start
+    if persona == "prospect":
+        while (moment := moment + _days(rng.expovariate(1 / 20))) < end:
+            c.engagement(moment)
+        return c.out, Fate(c.customer_id, persona, churned=False, churned_at=None)
+
+    if persona == "subscription_canceller":
+        sub = f"s-{c.customer_id}"
+        c.emit(
+            "subscription_started",
+            moment,
+            subscription_id=sub,
+            plan="pro",
+            amount=_amount(rng, c.currency, 20, 40),
+            currency=c.currency,
+        )
+        months = rng.randrange(2, 8)
+        for month in range(1, months + 1):
+            moment = start + _days(30 * month)
+            if moment >= end:
+                break
+            if month == months - 1:
+                c.emit("payment_failed", moment, subscription_id=sub, reason="card_declined")
+            c.emit(
+                "subscription_renewed",
+                moment,
+                subscription_id=sub,
+                plan="pro",
+                amount=_amount(rng, c.currency, 20, 40),
+                currency=c.currency,
+            )
+            c.purchase(moment + _days(rng.uniform(0, 3)), 0.5)
+            churned_at = moment
+        cancel_at = moment + _days(rng.uniform(1, 10))
+        if cancel_at < end:
+            c.emit("subscription_cancelled", cancel_at, subscription_id=sub, reason="too_expensive")
+        return c.out, Fate(c.customer_id, persona, churned=True, churned_at=churned_at)
+
+    cadence = {
+        "steady_big_spender": rng.uniform(5, 12),
+        "regular": rng.uniform(10, 30),
+        "occasional": rng.uniform(40, 90),
+        "declining": rng.uniform(7, 20),
+        "complaint_churner": rng.uniform(7, 25),
+        "reactivator": rng.uniform(10, 25),
+    }[persona]
+    scale = 4.0 if persona == "steady_big_spender" else 1.0
+    stop = end
+    if persona in {"declining", "complaint_churner"}:
+        stop = start + _days(rng.uniform(0.3, 0.85) * (end - start).days)
+    silence: tuple[datetime, datetime] | None = None
+    if persona == "reactivator":
+        gap_start = start + _days(rng.uniform(0.15, 0.45) * (end - start).days)
+        silence = (gap_start, gap_start + _days(cadence * rng.uniform(6, 10)))
+    gap = cadence
+    while True:
+        moment += _days(rng.expovariate(1 / gap))
+        if silence is not None and silence[0] <= moment < silence[1]:
+            moment = silence[1]
+            c.emit("email_clicked", moment - _days(1), campaign_id="winback", link="/offer")
+        if moment >= stop or moment >= end:
+            break
+        c.purchase(moment, scale)
+        churned_at = moment
+        if rng.random() < 0.3:
+            c.engagement(moment + _days(rng.uniform(0, 2)))
+        if rng.random() < 0.04:
+            c.emit(
+                "refund",
+                moment + _days(rng.uniform(1, 10)),
+                amount=_amount(rng, c.currency, 5, 30),
+                currency=c.currency,
+            )
+        if rng.random() < 0.05:
+            c.emit("survey_response", moment + _days(1), score=rng.choice([8, 9, 10, 7]))
+        if persona == "declining":
+            gap *= 1.15
+            scale *= 0.93
+    if persona == "complaint_churner" and stop < end:
+        ticket = f"t-{c.customer_id}"
+        c.emit("support_ticket_opened", stop - _days(12), ticket_id=ticket, priority="high")
+        c.emit("complaint", stop - _days(6), ticket_id=ticket, severity="high")
+        c.emit("survey_response", stop - _days(2), score=rng.randrange(0, 4))
+    churned = persona in {"declining", "complaint_churner"}
+    return c.out, Fate(
+        c.customer_id, persona, churned=churned, churned_at=churned_at if churned else None
+    )
+
+
+def simulate(
+    *,
+    customers: int,
+    seed: int,
+    end: datetime,
+    days: int = 365,
+    prefix: str = "sim-",
+    late_share: float = 0.02,
+    duplicate_share: float = 0.01,
+) -> Simulation:
+    """A deterministic population over `days` before `end`: the same arguments always
+    give the same interactions. Publish order is by time, except `late_share` of the
+    events, which arrive late (out of order), and `duplicate_share`, sent twice (an
+    upstream retry)."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+    begin = end - timedelta(days=days)
+    events: list[tuple[datetime, int, dict[str, Any]]] = []
+    fates: list[Fate] = []
+    serial = 0
+    for n in range(customers):
+        persona = _persona(rng)
+        out, fate = _simulate_one(rng, n, persona, begin=begin, end=end, prefix=prefix)
+        fates.append(fate)
+        for item in out:
+            arrival = datetime.fromisoformat(item["occurred_at"])
+            if rng.random() < late_share:
+                arrival += _days(rng.uniform(1, 20))
+            events.append((min(arrival, end), serial, item))
+            serial += 1
+            if rng.random() < duplicate_share:
+                events.append((min(arrival + _days(rng.uniform(0, 2)), end), serial, item))
+                serial += 1
+    events.sort(key=lambda entry: (entry[0], entry[1]))
+    return Simulation([item for _, _, item in events], fates)

@@ -16,10 +16,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
+from adapters.readside import ProjectionReader
 from adapters.store import CustomerStore
 from infra.embedded import embedded_postgres
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
+from projections import Policy, default_policy_text, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,16 @@ class Services:
     settings: Settings
     store: CustomerStore
     importer: BulkImporter
+    reader: ProjectionReader
+    clock: Callable[[], datetime]
     embedded: bool
+
+
+def load_configured_policy(settings: Settings) -> Policy:
+    """`EVENTCRM_POLICY` if set, else the packaged default; invalid → PolicyError naming
+    the key."""
+    text = settings.policy.read_text() if settings.policy else default_policy_text()
+    return load_policy(text)
 
 
 @contextlib.contextmanager
@@ -154,8 +165,16 @@ def services(
                 cache_size=settings.aggregate_cache_size,
             ),
         )
+        reader = ProjectionReader(store, load_configured_policy(settings))
         try:
-            yield Services(settings=settings, store=store, importer=importer, embedded=embedded)
+            yield Services(
+                settings=settings,
+                store=store,
+                importer=importer,
+                reader=reader,
+                clock=clock,
+                embedded=embedded,
+            )
         finally:
             store.close()
 

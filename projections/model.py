@@ -1,0 +1,206 @@
+"""The values that cross the boundary of the projections: inputs, changes, explanations.
+
+Everything here is immutable and turns into JSON-safe primitives with ``to_dict()``
+(ISO 8601 strings for instants, strings for decimals), because the CLI, the Kafka
+topics and the read models all serialize them and must agree on one spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+ALERT_ACKNOWLEDGED: Final = "alert_acknowledged"
+ALERT_SNOOZED: Final = "alert_snoozed"
+ALERT_RESOLVED: Final = "alert_resolved"
+OPS_KINDS: Final = frozenset({ALERT_ACKNOWLEDGED, ALERT_SNOOZED, ALERT_RESOLVED})
+
+ChangeKind = Literal["tier", "lifecycle", "alert"]
+
+
+def to_micros(instant: datetime) -> int:
+    """Microseconds since the epoch: exact integer time, so deadlines never round."""
+    return (instant - EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def json_safe(value: Any) -> Any:
+    """Datetimes to ISO strings, decimals to strings, containers recursively."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class InputEvent:
+    """One stored event as the projections see it, built by the adapters.
+
+    ``event_id`` identifies the event for deduplication and explanations and must be
+    stable across redeliveries; ``version`` is only informative (arrival order is
+    deliberately never used: the result depends on the set of events, ordered by
+    ``(occurred_at, event_id)``).
+    """
+
+    event_id: str
+    version: int
+    kind: str
+    occurred_at: datetime
+    amount: Decimal | None = None
+    currency: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "version": self.version,
+            "kind": self.kind,
+            "occurred_at": self.occurred_at.isoformat(),
+            "amount": None if self.amount is None else str(self.amount),
+            "currency": self.currency,
+            "facts": json_safe(self.facts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a value is what it is: the rule, what it looked at, and what it compared with.
+
+    ``points`` is set for churn signals (their contribution to the score).
+    """
+
+    rule: str
+    message: str
+    policy_version: str
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    event_ids: tuple[str, ...] = ()
+    points: Decimal | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "policy_version": self.policy_version,
+            "inputs": json_safe(self.inputs),
+            "thresholds": json_safe(self.thresholds),
+            "event_ids": list(self.event_ids),
+            "points": None if self.points is None else str(self.points),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A tier, lifecycle or alert transition, published to the change topics.
+
+    ``effective_at`` is when it happened in event time (for time-driven changes, the
+    computed deadline, never the moment a timer noticed it), so live and replay agree.
+    """
+
+    customer_id: str
+    kind: ChangeKind
+    from_value: str
+    to_value: str
+    effective_at: datetime
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    event_ids: tuple[str, ...] = ()
+    alert_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "kind": self.kind,
+            "from_value": self.from_value,
+            "to_value": self.to_value,
+            "effective_at": self.effective_at.isoformat(),
+            "reasons": [reason.to_dict() for reason in self.reasons],
+            "policy_version": self.policy_version,
+            "event_ids": list(self.event_ids),
+            "alert_id": self.alert_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The flat, current view of one customer at ``evaluated_at``: what read models store."""
+
+    customer_id: str
+    tier: str
+    lifecycle_stage: str
+    stage_entered_at: datetime | None
+    stage_entries: Mapping[str, int]
+    stage_days: Mapping[str, Decimal]
+    churn_score: int
+    churn_level: str
+    alert_state: str
+    alert_id: str | None
+    alert_open: bool
+    last_purchase_at: datetime | None
+    net_revenue_base: Decimal
+    base_currency: str
+    purchase_count: int
+    window_purchase_count: int
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    evaluated_at: datetime | None
+    event_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "tier": self.tier,
+            "lifecycle_stage": self.lifecycle_stage,
+            "stage_entered_at": json_safe(self.stage_entered_at),
+            "stage_entries": dict(self.stage_entries),
+            "stage_days": json_safe(self.stage_days),
+            "churn_score": self.churn_score,
+            "churn_level": self.churn_level,
+            "alert_state": self.alert_state,
+            "alert_id": self.alert_id,
+            "alert_open": self.alert_open,
+            "last_purchase_at": json_safe(self.last_purchase_at),
+            "net_revenue_base": str(self.net_revenue_base),
+            "base_currency": self.base_currency,
+            "purchase_count": self.purchase_count,
+            "window_purchase_count": self.window_purchase_count,
+            "reasons": [reason.to_dict() for reason in self.reasons],
+            "policy_version": self.policy_version,
+            "evaluated_at": json_safe(self.evaluated_at),
+            "event_count": self.event_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStep:
+    """One step of an audited replay: an event (or a deadline), the state after it, the
+    changes it caused. ``event_id`` is None for a time-driven step."""
+
+    at: datetime
+    event_id: str | None
+    kind: str
+    summary: Snapshot
+    changes: tuple[Change, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "summary": self.summary.to_dict(),
+            "changes": [change.to_dict() for change in self.changes],
+        }

@@ -1,0 +1,428 @@
+"""The projection policy: every threshold, window and weight, versioned and validated.
+
+The numbers that decide a customer's tier, stage and alerts are business decisions,
+so they live in a TOML file (``default_policy.toml`` is the packaged default) rather
+than in code. Every output names the policy ``version`` so an auditor can tell which
+rules produced it. Loading is strict: an unknown key is a typo that would otherwise
+silently keep a default, so it is refused like a bad value, and every error names the
+key path (``tier.levels[1].min_revenue: must be >= 0``).
+
+The caller reads the file (I/O is not this package's business) and hands the text in.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Context, Decimal, InvalidOperation
+from importlib import resources
+from typing import Any, Final
+
+from domain.currencies import MINOR_UNITS
+from projections.model import to_micros
+
+DEFAULT_POLICY_RESOURCE: Final = "default_policy.toml"
+"""Package-data name of the default policy inside ``projections``."""
+
+DAY_US: Final = 86_400_000_000
+HOUR_US: Final = 3_600_000_000
+SCALE: Final = 1_000_000
+"""Fixed-point scale for ratios (intervals, factors): integer math, same result everywhere."""
+
+MONEY_CONTEXT: Final = Context(prec=60)
+"""Explicit decimal context: results never depend on a thread's ambient context."""
+
+TICKET_PRIORITIES: Final = ("urgent", "high", "normal", "low")
+
+
+class PolicyError(ValueError):
+    """The policy text is not valid; the message starts with the offending key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class TierLevel:
+    name: str
+    min_revenue: Decimal
+    min_purchases: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierPolicy:
+    window_us: int
+    grace_us: int
+    revenue_margin: Decimal
+    purchase_margin: int
+    levels: tuple[TierLevel, ...]
+    """Highest first; a customer meeting none of them is in tier ``none``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CadencePolicy:
+    prior_interval_us: int
+    prior_weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePolicy:
+    active_min_purchases: int
+    loyal_min_purchases: int
+    loyal_min_tenure_us: int
+    at_risk_after_intervals: int  # scaled by SCALE
+    at_risk_min_us: int
+    churned_after_intervals: int  # scaled by SCALE
+    churned_min_us: int
+    reactivated_confirm_purchases: int
+    subscription_lapse_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnPolicy:
+    watch: int
+    warning: int
+    critical: int
+    inactivity_weight: int
+    inactivity_start: int  # scaled by SCALE
+    inactivity_half: int  # scaled by SCALE
+    recency_weight: int
+    recency_half_us: int
+    trend_weight: int
+    trend_window_us: int
+    trend_min_prior: Decimal
+    complaint_weight: int
+    complaint_max: int
+    complaint_window_us: int
+    complaint_high_factor: int
+    ticket_weight: int
+    ticket_max: int
+    ticket_sla_us: Mapping[str, int]
+    nps_weight: int
+    nps_detractor_max: int
+    nps_window_us: int
+    payment_weight: int
+    payment_max: int
+    payment_window_us: int
+    cancel_weight: int
+    cancel_window_us: int
+    resolve_margin: int
+
+
+@dataclass(frozen=True, slots=True)
+class FxRate:
+    """A dated rate: one unit of the currency is worth ``rate`` units of the base."""
+
+    day_us: int
+    day: str
+    rate: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An amount in the base currency, or None when the table cannot convert it."""
+
+    amount: Decimal | None
+    rate: Decimal | None
+    rate_date: str | None
+    note: str | None
+    """Set when the rate was not from the event's own date range (fallback) or missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: str
+    base_currency: str
+    tier: TierPolicy
+    cadence: CadencePolicy
+    lifecycle: LifecyclePolicy
+    churn: ChurnPolicy
+    fx: Mapping[str, tuple[FxRate, ...]]
+
+    def convert(self, amount: Decimal, currency: str, at_us: int) -> Conversion:
+        """Convert at the rate in force on the event's date.
+
+        In force = the latest dated rate not after the event; an event older than the
+        whole table uses the earliest rate and says so. A currency absent from the
+        table cannot be converted: the caller leaves the event out of revenue and
+        names it in the reasons rather than guessing or failing mid-fold.
+        """
+        if currency == self.base_currency:
+            return Conversion(amount, Decimal(1), None, None)
+        rates = self.fx.get(currency)
+        if not rates:
+            return Conversion(None, None, None, f"no FX rate for {currency}")
+        index = bisect_right([rate.day_us for rate in rates], at_us) - 1
+        note = None
+        if index < 0:
+            index = 0
+            note = (
+                f"event predates the FX table for {currency}; "
+                f"used the earliest rate ({rates[0].day})"
+            )
+        chosen = rates[index]
+        return Conversion(
+            MONEY_CONTEXT.multiply(amount, chosen.rate), chosen.rate, chosen.day, note
+        )
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def default_policy_text() -> str:
+    """The packaged default policy (package data, not environment: allowed here)."""
+    return resources.files("projections").joinpath(DEFAULT_POLICY_RESOURCE).read_text("utf-8")
+
+
+def load_policy(text: str) -> Policy:
+    """Parse and validate a policy; raises :class:`PolicyError` naming the key path."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError("", f"not valid TOML: {exc}") from None
+    root = _Table(data, "")
+    version = root.text("version")
+    base = root.currency("base_currency")
+    tier = _tier(root.table("tier"))
+    cadence = _cadence(root.table("cadence"))
+    lifecycle = _lifecycle(root.table("lifecycle"))
+    churn = _churn(root.table("churn"), root.table("alert"))
+    fx = _fx(root.table("fx"), base)
+    root.done()
+    return Policy(version, base, tier, cadence, lifecycle, churn, fx)
+
+
+class _Table:
+    """One TOML table being read: typed getters that know their key path."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise PolicyError(path, "must be a table")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def raw(self, name: str) -> Any:
+        if name not in self.data:
+            raise PolicyError(self.key(name), "is required")
+        self.used.add(name)
+        return self.data[name]
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.raw(name), self.key(name))
+
+    def tables(self, name: str) -> list[_Table]:
+        value = self.raw(name)
+        if not isinstance(value, list) or not value:
+            raise PolicyError(self.key(name), "must be a non-empty array of tables")
+        return [_Table(item, f"{self.key(name)}[{i}]") for i, item in enumerate(value)]
+
+    def text(self, name: str) -> str:
+        value = self.raw(name)
+        if not isinstance(value, str) or not value.strip():
+            raise PolicyError(self.key(name), "must be a non-empty string")
+        return value
+
+    def currency(self, name: str) -> str:
+        value = self.text(name)
+        if value not in MINOR_UNITS:
+            raise PolicyError(self.key(name), "must be an ISO 4217 currency code")
+        return value
+
+    def integer(self, name: str, low: int = 0, high: int | None = None) -> int:
+        value = self.raw(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise PolicyError(self.key(name), "must be an integer")
+        if value < low:
+            raise PolicyError(self.key(name), f"must be >= {low}")
+        if high is not None and value > high:
+            raise PolicyError(self.key(name), f"must be <= {high}")
+        return value
+
+    def decimal(self, name: str, low: Decimal = Decimal(0), high: Decimal | None = None) -> Decimal:
+        """Decimals are written as strings ("0.10"): TOML floats would not be exact."""
+        value = self.raw(name)
+        if not isinstance(value, str):
+            raise PolicyError(self.key(name), 'must be a decimal string such as "0.10"')
+        return _decimal(value, self.key(name), low, high)
+
+    def scaled(self, name: str, low: Decimal = Decimal(0)) -> int:
+        """A ratio as an integer fixed-point number (x SCALE), exact to 6 places."""
+        value = self.decimal(name, low)
+        scaled = value * SCALE
+        if scaled != scaled.to_integral_value():
+            raise PolicyError(self.key(name), "must have at most 6 decimal places")
+        return int(scaled)
+
+    def days(self, name: str, low: int = 0) -> int:
+        return self.integer(name, low) * DAY_US
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise PolicyError(self.key(unknown[0]), "unknown key")
+
+
+def _decimal(text: str, path: str, low: Decimal, high: Decimal | None) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise PolicyError(path, f"not a decimal: {text!r}") from None
+    if not value.is_finite():
+        raise PolicyError(path, "must be finite")
+    if value < low:
+        raise PolicyError(path, f"must be >= {low}")
+    if high is not None and value > high:
+        raise PolicyError(path, f"must be <= {high}")
+    return value
+
+
+def _tier(table: _Table) -> TierPolicy:
+    levels = []
+    for level in table.tables("levels"):
+        name = level.text("name")
+        if name == "none":
+            raise PolicyError(level.key("name"), '"none" is reserved for no tier')
+        levels.append(
+            TierLevel(name, level.decimal("min_revenue"), level.integer("min_purchases", 1))
+        )
+        level.done()
+    for i in range(1, len(levels)):
+        higher, lower = levels[i - 1], levels[i]
+        if lower.min_revenue > higher.min_revenue or lower.min_purchases > higher.min_purchases:
+            raise PolicyError(
+                f"{table.key('levels')}[{i}]",
+                "levels must be ordered highest first (thresholds not increasing)",
+            )
+    if len({level.name for level in levels}) != len(levels):
+        raise PolicyError(table.key("levels"), "tier names must be unique")
+    policy = TierPolicy(
+        window_us=table.days("window_days", 1),
+        grace_us=table.days("downgrade_grace_days"),
+        revenue_margin=table.decimal("downgrade_margin", high=Decimal(1)),
+        purchase_margin=table.integer("purchase_margin"),
+        levels=tuple(levels),
+    )
+    table.done()
+    return policy
+
+
+def _cadence(table: _Table) -> CadencePolicy:
+    policy = CadencePolicy(table.days("prior_interval_days", 1), table.integer("prior_weight", 1))
+    table.done()
+    return policy
+
+
+def _lifecycle(table: _Table) -> LifecyclePolicy:
+    policy = LifecyclePolicy(
+        active_min_purchases=table.integer("active_min_purchases", 2),
+        loyal_min_purchases=table.integer("loyal_min_purchases", 2),
+        loyal_min_tenure_us=table.days("loyal_min_tenure_days"),
+        at_risk_after_intervals=table.scaled("at_risk_after_intervals", Decimal(1)),
+        at_risk_min_us=table.days("at_risk_min_days", 1),
+        churned_after_intervals=table.scaled("churned_after_intervals", Decimal(1)),
+        churned_min_us=table.days("churned_min_days", 1),
+        reactivated_confirm_purchases=table.integer("reactivated_confirm_purchases", 1),
+        subscription_lapse_us=table.days("subscription_lapse_days", 1),
+    )
+    if policy.churned_after_intervals <= policy.at_risk_after_intervals:
+        raise PolicyError(
+            table.key("churned_after_intervals"), "must be greater than at_risk_after_intervals"
+        )
+    if policy.churned_min_us <= policy.at_risk_min_us:
+        raise PolicyError(table.key("churned_min_days"), "must be greater than at_risk_min_days")
+    if policy.loyal_min_purchases < policy.active_min_purchases:
+        raise PolicyError(table.key("loyal_min_purchases"), "must be >= active_min_purchases")
+    table.done()
+    return policy
+
+
+def _churn(table: _Table, alert: _Table) -> ChurnPolicy:
+    levels = table.table("levels")
+    watch = levels.integer("watch", 1, 100)
+    warning = levels.integer("warning", 1, 100)
+    critical = levels.integer("critical", 1, 100)
+    levels.done()
+    if not watch < warning < critical:
+        raise PolicyError(levels.path, "must satisfy watch < warning < critical")
+    inactivity = table.table("inactivity")
+    trend = table.table("spend_trend")
+    complaints = table.table("complaints")
+    tickets = table.table("tickets")
+    sla = tickets.table("sla_hours")
+    sla_us = {name: sla.integer(name, 1) * HOUR_US for name in TICKET_PRIORITIES}
+    sla.done()
+    nps = table.table("nps")
+    payments = table.table("payment_failures")
+    cancel = table.table("cancellation")
+    policy = ChurnPolicy(
+        watch=watch,
+        warning=warning,
+        critical=critical,
+        inactivity_weight=inactivity.integer("weight", 0, 100),
+        inactivity_start=inactivity.scaled("start_intervals"),
+        inactivity_half=inactivity.scaled("half_intervals", Decimal("0.000001")),
+        recency_weight=inactivity.integer("recency_weight", 0, 100),
+        recency_half_us=inactivity.days("recency_half_days", 1),
+        trend_weight=trend.integer("weight", 0, 100),
+        trend_window_us=trend.days("window_days", 1),
+        trend_min_prior=trend.decimal("min_prior_revenue"),
+        complaint_weight=complaints.integer("weight_each", 0, 100),
+        complaint_max=complaints.integer("max", 0, 100),
+        complaint_window_us=complaints.days("window_days", 1),
+        complaint_high_factor=complaints.integer("high_severity_factor", 1, 10),
+        ticket_weight=tickets.integer("weight_each", 0, 100),
+        ticket_max=tickets.integer("max", 0, 100),
+        ticket_sla_us=sla_us,
+        nps_weight=nps.integer("weight", 0, 100),
+        nps_detractor_max=nps.integer("detractor_max_score", 0, 10),
+        nps_window_us=nps.days("window_days", 1),
+        payment_weight=payments.integer("weight_each", 0, 100),
+        payment_max=payments.integer("max", 0, 100),
+        payment_window_us=payments.days("window_days", 1),
+        cancel_weight=cancel.integer("weight", 0, 100),
+        cancel_window_us=cancel.days("window_days", 1),
+        resolve_margin=alert.integer("resolve_margin", 0, 100),
+    )
+    if policy.resolve_margin >= warning:
+        raise PolicyError(alert.key("resolve_margin"), "must be smaller than churn.levels.warning")
+    for sub in (inactivity, trend, complaints, tickets, nps, payments, cancel, table, alert):
+        sub.done()
+    return policy
+
+
+def _fx(table: _Table, base: str) -> dict[str, tuple[FxRate, ...]]:
+    fx: dict[str, tuple[FxRate, ...]] = {}
+    for currency in sorted(table.data):
+        path = table.key(currency)
+        if currency not in MINOR_UNITS:
+            raise PolicyError(path, "not an ISO 4217 currency code")
+        if currency == base:
+            raise PolicyError(path, "the base currency needs no rates (it is 1 by definition)")
+        rates = table.table(currency)
+        entries = []
+        for day in sorted(rates.data):
+            rate_path = rates.key(f'"{day}"')
+            try:
+                parsed = date.fromisoformat(day)
+            except ValueError:
+                raise PolicyError(rate_path, "keys must be dates such as 2015-01-01") from None
+            value = rates.raw(day)
+            if not isinstance(value, str):
+                raise PolicyError(rate_path, 'must be a decimal string such as "1.10"')
+            rate = _decimal(value, rate_path, Decimal(0), None)
+            if rate == 0:
+                raise PolicyError(rate_path, "must be > 0")
+            instant = datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+            entries.append(FxRate(to_micros(instant), day, rate))
+        if not entries:
+            raise PolicyError(path, "needs at least one dated rate")
+        fx[currency] = tuple(entries)
+    return fx

@@ -1,0 +1,1 @@
+"""Helpers for checking projection quality: simulated customers with known fates, AUC."""

@@ -1,0 +1,162 @@
+"""Order, duplicates and the way to ``t`` never change the projection at ``t``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections import (
+    CustomerState,
+    InputEvent,
+    advance,
+    alert_id_for,
+    apply,
+    default_policy_text,
+    fold,
+    initial_state,
+    load_policy,
+    next_deadline,
+    snapshot,
+)
+from tests.unit.quality.simulate import at, event
+
+POLICY = load_policy(default_policy_text())
+AS_OF = at(900)
+FAST = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[InputEvent]:
+    """A mixed history: purchases in several currencies, refunds, subscriptions, support,
+    surveys, and ops actions on the alert ids this customer will plausibly get."""
+    size = draw(st.integers(1, 30))
+    events = []
+    for n in range(size):
+        day = draw(st.floats(0, 800, allow_nan=False))
+        kind = draw(
+            st.sampled_from(
+                ["purchase"] * 5
+                + ["refund", "visit", "complaint", "survey_response", "payment_failed"]
+                + ["subscription_started", "subscription_cancelled", "support_ticket_opened"]
+                + ["support_ticket_resolved", "alert_acknowledged", "alert_snoozed"]
+                + ["alert_resolved"]
+            )
+        )
+        event_id = f"e{n}"
+        if kind in ("purchase", "refund"):
+            amount = str(draw(st.integers(1, 5000)))
+            currency = draw(st.sampled_from(["USD", "EUR", "JPY", "XAF"]))
+            events.append(event(event_id, kind, day, amount=amount, currency=currency))
+        elif kind.startswith("alert_"):
+            facts = {"alert_id": alert_id_for("c", draw(st.integers(1, 2))), "by": "ops"}
+            if kind == "alert_snoozed":
+                facts["until"] = at(day + draw(st.integers(1, 60))).isoformat()
+            events.append(event(event_id, kind, day, **facts))
+        else:
+            facts: dict[str, object] = {
+                "subscription_id": "s1",
+                "ticket_id": f"t{draw(st.integers(0, 2))}",
+                "score": draw(st.integers(0, 10)),
+                "severity": "high",
+            }
+            events.append(event(event_id, kind, day, **facts))
+    return events
+
+
+def incremental(events: list[InputEvent]) -> CustomerState:
+    state = initial_state("c", POLICY)
+    for item in events:
+        state, _ = apply(state, item)
+    state, _ = advance(state, AS_OF)
+    return state
+
+
+@FAST
+@given(histories(), st.randoms(use_true_random=False))
+def test_arrival_order_does_not_change_the_state_at_t(
+    events: list[InputEvent], rng: object
+) -> None:
+    shuffled = list(events)
+    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert snapshot(incremental(shuffled)) == snapshot(incremental(events))
+
+
+@FAST
+@given(histories())
+def test_one_pass_fold_equals_incremental_apply(events: list[InputEvent]) -> None:
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    assert snapshot(fold("c", events, POLICY, as_of=AS_OF)) == snapshot(incremental(ordered))
+
+
+@FAST
+@given(histories(), st.data())
+def test_applying_a_duplicate_changes_nothing(
+    events: list[InputEvent], data: st.DataObject
+) -> None:
+    state = incremental(events)
+    before = snapshot(state)
+    duplicate = data.draw(st.sampled_from(events))
+    state, changes = apply(state, duplicate)
+    assert changes == []
+    assert snapshot(state) == before
+
+
+@FAST
+@given(histories(), st.lists(st.floats(0, 900, allow_nan=False), max_size=6))
+def test_advancing_in_one_step_equals_advancing_through_intermediate_instants(
+    events: list[InputEvent], stops: list[float]
+) -> None:
+    last = max(e.occurred_at for e in events)
+    one = fold("c", events, POLICY, as_of=last)
+    many = fold("c", events, POLICY, as_of=last)
+    one, changes_one = advance(one, AS_OF)
+    changes_many = []
+    for day in sorted(stops):
+        instant = at(day)
+        if last <= instant <= AS_OF:
+            many, found = advance(many, instant)
+            changes_many.extend(found)
+    many, found = advance(many, AS_OF)
+    changes_many.extend(found)
+    assert snapshot(one) == snapshot(many)
+    assert changes_one == changes_many
+
+
+@FAST
+@given(histories())
+def test_there_is_never_more_than_one_open_alert(events: list[InputEvent]) -> None:
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    state = initial_state("c", POLICY)
+    open_alert: str | None = None
+    for item in ordered:
+        state, changes = apply(state, item)
+        for change in changes:
+            if change.kind != "alert":
+                continue
+            if change.from_value == "none":
+                assert open_alert is None, "a second alert opened while one was open"
+                open_alert = change.alert_id
+            else:
+                assert change.alert_id == open_alert
+            if change.to_value in ("resolved", "auto_resolved", "closed"):
+                open_alert = None
+    assert (open_alert is not None) == state.alert_open
+
+
+@FAST
+@given(histories())
+def test_next_deadline_is_when_the_next_change_happens(events: list[InputEvent]) -> None:
+    last = max(e.occurred_at for e in events)
+    state = fold("c", events, POLICY, as_of=last)
+    deadline = next_deadline(state)
+    if deadline is None:
+        _, changes = advance(state.copy(), last + timedelta(days=3650))
+        assert changes == []
+        return
+    _, before = advance(state.copy(), deadline - timedelta(microseconds=1))
+    assert before == []
+    _, at_deadline = advance(state.copy(), deadline)
+    assert at_deadline
+    assert all(change.effective_at == deadline for change in at_deadline)
