@@ -52,7 +52,8 @@ def _history(
     customer_id = f"cust-{n:05d}"
     country, language, zone, currency = COUNTRIES[n % len(COUNTRIES)]
     offset = rng.choice([-5, 0, 1, 2, 9])
-    cadence = rng.choice([3, 7, 14, 30, 60])
+    # Long histories buy more often, so that no history starts before ~10 years ago.
+    cadence = min(rng.choice([3, 7, 14, 30, 60]), max(1, 3650 // per_customer))
     # Each history is sized to end around `end`, so every customer gets all its events.
     moment = end - timedelta(days=cadence * per_customer, minutes=rng.randrange(60 * 24 * 30))
     seq = 0

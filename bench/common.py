@@ -87,5 +87,5 @@ def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
 def line(
     group: str, what: str, rate: float, unit: str, *, ceiling: float | None, target: str = ""
 ) -> None:
-    ratio = f"{rate / ceiling:6.2f} × COPY" if ceiling else " " * 13
+    ratio = f"{rate / ceiling:6.2f} × ceiling" if ceiling else " " * 16
     print(f"{group:<9} {what:<46} {rate:>10,.0f} {unit:<15} {ratio}  {target}".rstrip(), flush=True)

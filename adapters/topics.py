@@ -1,0 +1,176 @@
+"""The Kafka topics eventcrm uses, and their idempotent provisioning.
+
+Provisioning is idempotent because it runs at every start and again after a broker
+lost its data (Tansu restarts empty; a real cluster can be rebuilt): existing topics
+are left exactly as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError, for_code
+
+log = logging.getLogger(__name__)
+
+KEYED_PARTITIONS: Final = 12
+"""Partitions of the customer-keyed work topics (`interactions`, `customer-events`).
+
+Partitions are the unit of parallelism (one consumer of a group per partition, one
+eventsourcing tracking record per topic-partition) and per-customer order holds only
+within one. Adding partitions later re-maps keys to partitions while old records still
+sit in the old ones, breaking per-customer order during the change, so the count is
+chosen once with headroom: 12 splits evenly over 1, 2, 3, 4, 6 or 12 workers. Both
+topics get the same count so the ingest and projector stages scale alike, and faust
+gives its changelog topics the count of the source topic.
+"""
+
+CHANGE_PARTITIONS: Final = 3
+"""Partitions of the change topics (`churn-alerts`, `tier-changes`, `lifecycle-changes`).
+
+Their volume is a small fraction of the interactions (only transitions are published)
+and their readers are ops tools and webhooks; three keeps per-customer order by key
+and a little parallelism without many near-empty partitions to poll.
+"""
+
+DLQ_PARTITIONS: Final = 1
+"""The dead-letter topic is rare and read by people and tools in arrival order."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every topic name, under one prefix so several deployments can share a cluster."""
+
+    prefix: str = "eventcrm."
+
+    @property
+    def interactions(self) -> str:
+        """Upstream interactions, key = customer id (the wire contract)."""
+        return f"{self.prefix}interactions"
+
+    @property
+    def interactions_dlq(self) -> str:
+        """Rejected interactions with the reason and the original bytes."""
+        return f"{self.prefix}interactions.dlq"
+
+    @property
+    def customer_events(self) -> str:
+        """Recorded events published by the relay, key = customer id."""
+        return f"{self.prefix}customer-events"
+
+    @property
+    def churn_alerts(self) -> str:
+        return f"{self.prefix}churn-alerts"
+
+    @property
+    def tier_changes(self) -> str:
+        return f"{self.prefix}tier-changes"
+
+    @property
+    def lifecycle_changes(self) -> str:
+        return f"{self.prefix}lifecycle-changes"
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.interactions,
+            self.interactions_dlq,
+            self.customer_events,
+            self.churn_alerts,
+            self.tier_changes,
+            self.lifecycle_changes,
+        )
+
+    def partitions(self) -> dict[str, int]:
+        """The default partition count of every topic (see the module's constants)."""
+        return {
+            self.interactions: KEYED_PARTITIONS,
+            self.interactions_dlq: DLQ_PARTITIONS,
+            self.customer_events: KEYED_PARTITIONS,
+            self.churn_alerts: CHANGE_PARTITIONS,
+            self.tier_changes: CHANGE_PARTITIONS,
+            self.lifecycle_changes: CHANGE_PARTITIONS,
+        }
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    *,
+    partitions: Mapping[str, int] | int,
+    replication: int = 1,
+    timeout_s: float = 30.0,
+) -> frozenset[str]:
+    """Create the topics that do not exist yet; return the names it created.
+
+    Existing topics are kept as they are, even with another partition count (changing
+    it would re-map keys; that is an operator's decision, so it is only logged). A
+    topic created concurrently by someone else counts as existing. Returns once every
+    named topic has a leader for each partition, so producers started next do not
+    race the broker's metadata.
+    """
+    wanted = list(dict.fromkeys(names))
+    counts = {name: _count(partitions, name) for name in wanted}
+    timeout_ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="eventcrm-topics",
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+    try:
+        existing = {topic["name"]: topic for topic in admin.describe_topics()}
+        missing = [name for name in wanted if name not in existing]
+        created = _create(admin, missing, counts, replication, timeout_ms)
+        for name in wanted:
+            if name in existing:
+                have = len(existing[name].get("partitions") or ())
+                if have != counts[name]:
+                    log.warning(
+                        "topic %s exists with %d partitions, %d wanted; left as is",
+                        name,
+                        have,
+                        counts[name],
+                    )
+        admin.wait_for_topics(wanted, timeout_ms=timeout_ms)
+    finally:
+        admin.close()
+    return created
+
+
+def _count(partitions: Mapping[str, int] | int, name: str) -> int:
+    count = partitions if isinstance(partitions, int) else partitions.get(name)
+    if count is None:
+        raise ValueError(f"no partition count given for topic {name!r}")
+    if count < 1:
+        raise ValueError(f"topic {name!r}: partition count must be at least 1, not {count}")
+    return count
+
+
+def _create(
+    admin: KafkaAdminClient,
+    names: list[str],
+    counts: Mapping[str, int],
+    replication: int,
+    timeout_ms: int,
+) -> frozenset[str]:
+    if not names:
+        return frozenset()
+    request: dict[str, dict[str, Any]] = {
+        name: {"num_partitions": counts[name], "replication_factor": replication} for name in names
+    }
+    response = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+    created: set[str] = set()
+    for result in response["topics"]:
+        error = for_code(result["error_code"])
+        if error is TopicAlreadyExistsError:
+            continue
+        if error.errno != 0:
+            message = result.get("error_message") or error.description
+            raise error(f"creating topic {result['name']!r} failed: {message}")
+        created.add(result["name"])
+    log.info("created topics %s", sorted(created))
+    return frozenset(created)
