@@ -1,0 +1,171 @@
+"""The relay role: a transactional outbox from the store to Kafka.
+
+It follows the store's notification log and publishes every recorded event to
+`customer-events` (key = customer id) with its global position and customer version,
+then — only after the producer's flush — stores its own position. At least once, in
+per-customer order; a repeat is byte-identical, and consumers dedupe by version. The
+dead letters table is relayed the same way to the DLQ topic. Exactly one relay is
+active: it holds a PostgreSQL advisory lock on a connection of its own, and a second
+relay waits as a hot standby.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from base64 import b64encode
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from eventsourcing.persistence import Tracking
+from kafka import KafkaProducer
+from psycopg.sql import SQL, Identifier
+
+from adapters.readside import customer_id_of, input_event
+from adapters.recorder import DEAD_LETTERS_TABLE, EVENTS_TABLE
+from adapters.store import CustomerStore
+
+log = logging.getLogger(__name__)
+
+EVENTS_POSITION = "relay:customer-events"
+DLQ_POSITION = "relay:dead-letters"
+LOCK_KEY = 0x6576_6372_6D72  # "evcrmr": the relay's advisory lock
+
+
+class RelayLockedError(RuntimeError):
+    """Another relay holds the lock; this one stands by."""
+
+
+class Relay:
+    """Publishes the notification log and the dead letters; one active per store."""
+
+    def __init__(
+        self,
+        store: CustomerStore,
+        producer: KafkaProducer,
+        *,
+        events_topic: str,
+        dlq_topic: str,
+        conninfo: str,
+        batch_size: int = 2000,
+        idle_wait: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._producer = producer
+        self._events_topic = events_topic
+        self._dlq_topic = dlq_topic
+        self._conninfo = conninfo
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait
+        self._customer_ids: dict[UUID, str] = {}
+        schema = store.datastore.schema
+        self._first_event = SQL(
+            "SELECT originator_id, topic, state FROM {} "
+            "WHERE originator_id = ANY(%b) AND originator_version = 1"
+        ).format(Identifier(schema, EVENTS_TABLE))
+        self._dead_letters = SQL(
+            "SELECT id, code, field, message, rejections, payload, source, event_id, "
+            "customer_id, provenance FROM {} WHERE id > %s AND provenance ? 'topic' "
+            "ORDER BY id LIMIT %s"
+        ).format(Identifier(schema, DEAD_LETTERS_TABLE))
+
+    @contextmanager
+    def leadership(self) -> Iterator[psycopg.Connection[Any]]:
+        """Hold the advisory lock (and a LISTEN) on a dedicated connection."""
+        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+            if not row or not row[0]:
+                raise RelayLockedError("another relay is active")
+            conn.execute(SQL("LISTEN {}").format(Identifier(EVENTS_TABLE)))
+            yield conn
+
+    def position(self) -> int:
+        return self._store.position(EVENTS_POSITION) or 0
+
+    def publish_events(self) -> int:
+        """Publish the next batch of notifications; returns how many were published."""
+        start = self.position() + 1
+        notifications = self._store.recorder.select_notifications(
+            start=start, limit=self._batch_size
+        )
+        if not notifications:
+            return 0
+        decode = self._store.state_transcoder.decode
+        decoded = [(n, decode(n.state)) for n in notifications]
+        self._learn_customer_ids(decoded)
+        for notification, state in decoded:
+            originator = notification.originator_id
+            assert isinstance(originator, UUID)
+            customer_id = self._customer_ids[originator]
+            event = input_event(notification.originator_version, notification.topic, state)
+            value = orjson.dumps(
+                {
+                    "position": notification.id,
+                    "customer_id": customer_id,
+                    "version": notification.originator_version,
+                    "type": notification.topic.rsplit(".", 1)[-1],
+                    "event": None if event is None else event.to_dict(),
+                }
+            )
+            self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
+        self._producer.flush()
+        self._set_position(EVENTS_POSITION, notifications[-1].id)
+        return len(notifications)
+
+    def publish_dead_letters(self) -> int:
+        start = self._store.position(DLQ_POSITION) or 0
+        with self._store.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._dead_letters, (start, self._batch_size))
+            rows = curs.fetchall()
+        if not rows:
+            return 0
+        for row in rows:
+            value = orjson.dumps(
+                {
+                    "dead_letter_id": row["id"],
+                    "code": row["code"],
+                    "field": row["field"],
+                    "message": row["message"],
+                    "rejections": row["rejections"],
+                    "original": b64encode(bytes(row["payload"])).decode("ascii"),
+                    "provenance": row["provenance"],
+                }
+            )
+            key = row["customer_id"].encode() if row["customer_id"] else None
+            self._producer.send(self._dlq_topic, key=key, value=value)
+        self._producer.flush()
+        self._set_position(DLQ_POSITION, rows[-1]["id"])
+        return len(rows)
+
+    def _set_position(self, name: str, value: int) -> None:
+        self._store.recorder.insert_tracking(Tracking(name, value))  # type: ignore[attr-defined]
+
+    def _learn_customer_ids(self, decoded: list[tuple[Any, dict[str, Any]]]) -> None:
+        unknown: set[UUID] = set()
+        for notification, state in decoded:
+            customer_id = customer_id_of(notification.topic, state)
+            if customer_id is not None:
+                self._customer_ids[notification.originator_id] = customer_id
+            elif notification.originator_id not in self._customer_ids:
+                unknown.add(notification.originator_id)
+        if unknown:
+            decode = self._store.state_transcoder.decode
+            with self._store.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._first_event, (list(unknown),))
+                for row in curs.fetchall():
+                    customer_id = customer_id_of(row["topic"], decode(bytes(row["state"])))
+                    if customer_id is not None:
+                        self._customer_ids[row["originator_id"]] = customer_id
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until stopped; woken by NOTIFY, polling as the fallback."""
+        with self.leadership() as conn:
+            while not stop.is_set():
+                published = self.publish_events() + self.publish_dead_letters()
+                if published == 0:
+                    for _ in conn.notifies(timeout=self._idle_wait, stop_after=1):
+                        pass
