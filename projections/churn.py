@@ -8,6 +8,7 @@ a deadline, and live timers and replays must agree on it to the microsecond.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
@@ -61,33 +62,48 @@ def inactivity_centi(state: CustomerState, t: int) -> int:
 def other_centi(state: CustomerState, t: int) -> int:
     """Points of every signal but inactivity: constant between deadlines."""
     churn = state.policy.churn
-    total = trend_centi(state, churn)
-    total += min(churn.complaint_max, state.complaint_units * churn.complaint_weight) * 100
-    total += min(churn.ticket_max, breached_tickets(state, t) * churn.ticket_weight) * 100
-    if state.survey is not None and state.survey[1] <= churn.nps_detractor_max:
+    total = state.trend
+    if total < 0:
+        total = trend_centi(state, churn)
+    if state.complaint_units:
+        total += min(churn.complaint_max, state.complaint_units * churn.complaint_weight) * 100
+    if state.ticket_dues:
+        breached = bisect_right(state.ticket_dues, t)
+        if breached:
+            total += min(churn.ticket_max, breached * churn.ticket_weight) * 100
+    survey = state.survey
+    if survey is not None and survey[1] <= churn.nps_detractor_max:
         total += churn.nps_weight * 100
-    total += min(churn.payment_max, len(state.payments) * churn.payment_weight) * 100
+    if state.payments:
+        total += min(churn.payment_max, len(state.payments) * churn.payment_weight) * 100
     if state.cancel_until is not None:
         total += churn.cancel_weight * 100
     return total
 
 
 def trend_centi(state: CustomerState, churn: ChurnPolicy) -> int:
+    """Points for a drop in spend; cached in the state until either sum changes."""
+    if state.trend >= 0:
+        return state.trend
     prior, recent = state.prior_sum, state.recent_sum
-    if prior <= 0 or prior < churn.trend_min_prior or recent >= prior:
-        return 0
-    drop = MONEY_CONTEXT.divide_int(
-        MONEY_CONTEXT.multiply(Decimal(churn.trend_weight * 100), prior - recent), prior
-    )
-    return min(int(drop), churn.trend_weight * 100)
+    points = 0
+    if not (prior <= 0 or prior < churn.trend_min_prior or recent >= prior):
+        drop = MONEY_CONTEXT.divide_int(
+            MONEY_CONTEXT.multiply(Decimal(churn.trend_weight * 100), prior - recent), prior
+        )
+        points = min(int(drop), churn.trend_weight * 100)
+    state.trend = points
+    return points
 
 
 def breached_tickets(state: CustomerState, t: int) -> int:
-    return sum(1 for ticket in state.tickets.values() if ticket[0] <= t)
+    """Open tickets whose SLA instant is at or before ``t``."""
+    return bisect_right(state.ticket_dues, t)
 
 
 def score_of(centi: int) -> int:
-    return max(0, min(100, (centi + 50) // 100))
+    score = (centi + 50) // 100
+    return 0 if score < 0 else min(score, 100)
 
 
 def level_of(score: int, churn: ChurnPolicy) -> str:

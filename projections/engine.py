@@ -18,12 +18,13 @@ make folding quadratic); call :meth:`CustomerState.copy` to keep an older versio
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any, Final
 
 from domain.interactions import Kind
@@ -32,6 +33,7 @@ from projections.model import (
     ALERT_ACKNOWLEDGED,
     ALERT_RESOLVED,
     ALERT_SNOOZED,
+    OPS_KINDS,
     Change,
     ChangeKind,
     InputEvent,
@@ -73,7 +75,13 @@ _RELEVANT: Final = frozenset(
 """Kinds that can change a projection; the others (visits, logins, emails, profile)
 only move the clock, which keeps the most frequent events the cheapest."""
 
+_TIER_KINDS: Final = frozenset({_PURCHASE, _REFUND, _SUB_STARTED, _SUB_RENEWED})
+"""Kinds that can add to the tier window."""
+_LIFECYCLE_KINDS: Final = _TIER_KINDS | {_SUB_CANCELLED}
+"""Kinds that can change a lifecycle input (purchases, subscriptions, last commerce)."""
+
 _MAX_STEPS_PER_INSTANT: Final = 8
+_LOG_SLOTS: Final = frozenset({"events", "keys"})
 
 
 class CustomerState:
@@ -126,10 +134,12 @@ class CustomerState:
         "stage_us",
         "subs",
         "survey",
+        "ticket_dues",
         "tickets",
         "tier",
         "tier_reasons",
         "tier_since",
+        "trend",
         "wake",
         "wake_fixed",
         "win",
@@ -179,6 +189,10 @@ class CustomerState:
         self.cancel_until: int | None = None
         self.cancel_id = ""
         self.tickets: dict[str, tuple[int, str, str]] = {}
+        self.ticket_dues: list[int] = []
+        """The SLA instants of ``tickets``, sorted (breaches counted by bisection)."""
+        self.trend = -1
+        """Cached spend-trend points (-1: to compute); reset when either sum changes."""
         # tier
         self.tier = "none"
         self.tier_since: int | None = None
@@ -209,7 +223,7 @@ class CustomerState:
             value = getattr(self, name)
             if isinstance(value, deque | dict | set):
                 value = value.copy()
-            elif isinstance(value, list) and not share_log:
+            elif isinstance(value, list) and not (share_log and name in _LOG_SLOTS):
                 value = list(value)
             setattr(other, name, value)
         return other
@@ -360,6 +374,13 @@ def _ignore_step(_at: int, _changes: list[Change]) -> None:
     return None
 
 
+def _step_sink(sink: _Sink) -> _StepSink:
+    def on_step(_at: int, changes: list[Change]) -> None:
+        sink(changes)
+
+    return on_step
+
+
 def _collect_into(found: list[Change]) -> _StepSink:
     def collect(_at: int, changes: list[Change]) -> None:
         found.extend(changes)
@@ -379,7 +400,7 @@ def _ordered(
         known = keyed.get(event.event_id)
         if known is None or key < known[2]:
             keyed[event.event_id] = (event, at, key)
-    return sorted(keyed.values(), key=lambda item: item[2])
+    return sorted(keyed.values(), key=itemgetter(2))
 
 
 def _advance(state: CustomerState, t: int, on_step: _StepSink) -> None:
@@ -399,27 +420,25 @@ def _advance(state: CustomerState, t: int, on_step: _StepSink) -> None:
 
 def _next_step(state: CustomerState, t: int) -> int | None:
     """The next deadline not after ``t``: a planned one, or the score crossing a level."""
-    horizon = min(state.wake, t)
+    wake = state.wake
     target = state.cross_target
-    if (
-        target is not None
-        and state.clock is not None
-        and horizon > state.clock
-        and horizon > state.calm_until
-    ):
-        crossing = signals.crossing(state, state.clock, horizon, target)
-        if crossing is None:
-            state.calm_until = horizon
-        elif crossing < state.wake:
-            return crossing
-    return state.wake if state.wake <= t else None
+    if target is not None:
+        clock = state.clock
+        horizon = min(wake, t)
+        if clock is not None and horizon > clock and horizon > state.calm_until:
+            crossing = signals.crossing(state, clock, horizon, target)
+            if crossing is None:
+                state.calm_until = horizon
+            elif crossing < wake:
+                return crossing
+    return wake if wake <= t else None
 
 
 def _fold_event(
     state: CustomerState, event: InputEvent, at: int, key: tuple[int, str], sink: _Sink
 ) -> None:
     if state.wake <= at or state.cross_target is not None:
-        _advance(state, at, lambda _at, changes: sink(changes))
+        _advance(state, at, _ignore_step if sink is _discard else _step_sink(sink))
     state.clock = at
     state.seen.add(event.event_id)
     state.events.append(event)
@@ -550,6 +569,7 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
         if amount:
             state.recent.append((at + policy.churn.trend_window_us, amount))
             state.recent_sum = MONEY_CONTEXT.add(state.recent_sum, amount)
+            state.trend = -1
         if kind == _REFUND:
             return
         if purchase:
@@ -578,13 +598,12 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
     elif kind == Kind.SUPPORT_TICKET_OPENED:
         priority = str(facts.get("priority") or "normal")
         sla = policy.churn.ticket_sla_us.get(priority, policy.churn.ticket_sla_us["normal"])
-        state.tickets[str(facts.get("ticket_id", event.event_id))] = (
-            at + sla,
-            priority,
-            event.event_id,
-        )
+        ticket_id = str(facts.get("ticket_id", event.event_id))
+        _forget_ticket(state, state.tickets.get(ticket_id))
+        state.tickets[ticket_id] = (at + sla, priority, event.event_id)
+        insort(state.ticket_dues, at + sla)
     elif kind == Kind.SUPPORT_TICKET_RESOLVED:
-        state.tickets.pop(str(facts.get("ticket_id", "")), None)
+        _forget_ticket(state, state.tickets.pop(str(facts.get("ticket_id", "")), None))
     elif kind == Kind.COMPLAINT:
         units = policy.churn.complaint_high_factor if facts.get("severity") == "high" else 1
         state.complaints.append((at + policy.churn.complaint_window_us, units, event.event_id))
@@ -593,6 +612,12 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
         score = facts.get("score")
         if isinstance(score, int) and not isinstance(score, bool):
             state.survey = (at + policy.churn.nps_window_us, score, event.event_id)
+
+
+def _forget_ticket(state: CustomerState, ticket: tuple[int, str, str] | None) -> None:
+    if ticket is not None:
+        dues = state.ticket_dues
+        del dues[bisect_left(dues, ticket[0])]
 
 
 def _base_amount(state: CustomerState, event: InputEvent, at: int) -> Decimal:
@@ -610,34 +635,62 @@ def _base_amount(state: CustomerState, event: InputEvent, at: int) -> Decimal:
 
 def _prune(state: CustomerState, t: int) -> None:
     """Drop what has left its window by ``t`` (an item expiring at ``t`` no longer counts)."""
+    _prune_windows(state, t)
+    subs = state.subs
+    if subs:
+        lapse = state.policy.lifecycle.subscription_lapse_us
+        if min(subs.values()) + lapse <= t:
+            for sub, since in list(subs.items()):
+                if since + lapse <= t:
+                    del subs[sub]
+
+
+_TIER_MOVED: Final = 1
+_SCORE_MOVED: Final = 2
+
+
+def _prune_windows(state: CustomerState, t: int) -> int:
+    """The windowed part of :func:`_prune`; says what moved (``_TIER_MOVED | _SCORE_MOVED``)."""
+    moved = 0
     win = state.win
-    while win and win[0][0] <= t:
-        _, amount, purchase, _ = win.popleft()
-        state.win_revenue = MONEY_CONTEXT.subtract(state.win_revenue, amount)
-        state.win_purchases -= purchase
+    if win and win[0][0] <= t:
+        moved = _TIER_MOVED
+        revenue, purchases = state.win_revenue, state.win_purchases
+        while win and win[0][0] <= t:
+            _, amount, purchase, _ = win.popleft()
+            revenue = MONEY_CONTEXT.subtract(revenue, amount)
+            purchases -= purchase
+        state.win_revenue, state.win_purchases = revenue, purchases
     recent, prior = state.recent, state.prior
-    window = state.policy.churn.trend_window_us
-    while recent and recent[0][0] <= t:
-        moved, amount = recent.popleft()
-        state.recent_sum = MONEY_CONTEXT.subtract(state.recent_sum, amount)
-        prior.append((moved + window, amount))
-        state.prior_sum = MONEY_CONTEXT.add(state.prior_sum, amount)
-    while prior and prior[0][0] <= t:
-        _, amount = prior.popleft()
-        state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, amount)
-    while state.complaints and state.complaints[0][0] <= t:
-        state.complaint_units -= state.complaints.popleft()[1]
-    while state.payments and state.payments[0][0] <= t:
-        state.payments.popleft()
+    if (recent and recent[0][0] <= t) or (prior and prior[0][0] <= t):
+        moved |= _SCORE_MOVED
+        state.trend = -1
+        window = state.policy.churn.trend_window_us
+        while recent and recent[0][0] <= t:
+            start, amount = recent.popleft()
+            state.recent_sum = MONEY_CONTEXT.subtract(state.recent_sum, amount)
+            prior.append((start + window, amount))
+            state.prior_sum = MONEY_CONTEXT.add(state.prior_sum, amount)
+        while prior and prior[0][0] <= t:
+            _, amount = prior.popleft()
+            state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, amount)
+    complaints = state.complaints
+    if complaints and complaints[0][0] <= t:
+        moved |= _SCORE_MOVED
+        while complaints and complaints[0][0] <= t:
+            state.complaint_units -= complaints.popleft()[1]
+    payments = state.payments
+    if payments and payments[0][0] <= t:
+        moved |= _SCORE_MOVED
+        while payments and payments[0][0] <= t:
+            payments.popleft()
     if state.survey is not None and state.survey[0] <= t:
+        moved |= _SCORE_MOVED
         state.survey = None
     if state.cancel_until is not None and state.cancel_until <= t:
+        moved |= _SCORE_MOVED
         state.cancel_until = None
-    if state.subs:
-        lapse = state.policy.lifecycle.subscription_lapse_us
-        for sub, since in list(state.subs.items()):
-            if since + lapse <= t:
-                del state.subs[sub]
+    return moved
 
 
 # --- evaluation -------------------------------------------------------------------------
@@ -646,12 +699,25 @@ def _prune(state: CustomerState, t: int) -> None:
 def _evaluate(
     state: CustomerState, t: int, trigger: InputEvent | None, changes: list[Change]
 ) -> None:
-    """Bring tier, stage and alert up to date at ``t``, then compute the next deadline."""
-    _prune(state, t)
-    _evaluate_tier(state, t, trigger, changes)
-    _evaluate_lifecycle(state, t, trigger, changes)
-    if trigger is not None and trigger.kind in (ALERT_ACKNOWLEDGED, ALERT_SNOOZED, ALERT_RESOLVED):
-        _ops_action(state, t, trigger, changes)
+    """Bring tier, stage and alert up to date at ``t``, then compute the next deadline.
+
+    For an event (``trigger``), every deadline up to ``t`` has just been processed and
+    left tier and stage at a fixed point, so nothing is due to leave a window and only
+    what the event recorded can move them: the tier step runs for the kinds that feed
+    the tier window, the lifecycle step for commerce and cancellations.
+    """
+    if trigger is None:
+        _prune(state, t)
+        _evaluate_tier(state, t, trigger, changes)
+        _evaluate_lifecycle(state, t, trigger, changes)
+    else:
+        kind = trigger.kind
+        if kind in _TIER_KINDS:
+            _evaluate_tier(state, t, trigger, changes)
+        if kind in _LIFECYCLE_KINDS:
+            _evaluate_lifecycle(state, t, trigger, changes)
+        if kind in OPS_KINDS:
+            _ops_action(state, t, trigger, changes)
     _evaluate_alert(state, t, trigger, changes)
     state.wake = _next_wake(state, t)
     state.calm_until = t
@@ -1051,10 +1117,11 @@ def _next_wake(state: CustomerState, t: int) -> int:
     """
     policy = state.policy
     fixed = FAR
-    for ticket in state.tickets.values():
-        due = ticket[0]
-        if t < due < fixed:
-            fixed = due
+    dues = state.ticket_dues
+    if dues:
+        index = bisect_right(dues, t)
+        if index < len(dues):
+            fixed = dues[index]
     if state.subs:
         lapse = policy.lifecycle.subscription_lapse_us
         for since in state.subs.values():
@@ -1073,13 +1140,17 @@ def _next_wake(state: CustomerState, t: int) -> int:
         if t < due < fixed:
             fixed = due
     state.wake_fixed = fixed
-    state.cross_target = None
+    state.cross_target = _cross_target(state)
+    return _window_wake(state, t, fixed)
+
+
+def _cross_target(state: CustomerState) -> int | None:
     if state.stage != "churned" and state.purchase_count and not state.subs:
         if not state.alert_open and state.alert_armed:
-            state.cross_target = policy.churn.warning
-        elif state.alert_open and state.alert_severity == "warning":
-            state.cross_target = policy.churn.critical
-    return _window_wake(state, t, fixed)
+            return state.policy.churn.warning
+        if state.alert_open and state.alert_severity == "warning":
+            return state.policy.churn.critical
+    return None
 
 
 def _window_wake(state: CustomerState, t: int, wake: int) -> int:
@@ -1115,26 +1186,29 @@ def _window_wake(state: CustomerState, t: int, wake: int) -> int:
 def _window_edge(state: CustomerState, t: int, changes: list[Change]) -> None:
     """Evaluate at a deadline that only window edges produced (``t < wake_fixed``).
 
-    Exactly :func:`_evaluate`, cheaper when nothing happens, which is most of the time
-    (a purchase leaving the trailing year rarely moves the tier): a window edge changes
-    neither the lifecycle inputs nor any source of ``wake_fixed``, so when the tier,
-    stage and alert steps would all be no-ops, only the prune and the next window edge
-    remain to be done.
+    The same result as :func:`_evaluate`, cheaper when nothing happens, which is most of
+    the time (a purchase leaving the trailing year rarely moves the tier). Why the
+    shortcuts are exact: window edges change no lifecycle input and no source of
+    ``wake_fixed``, and every evaluation leaves tier, stage and alert at a fixed point.
+    So the tier can only move if the tier window lost an item; the alert only if a
+    score input left its window, or (``cross_target``) inactivity pushed the score up.
+    When tier, stage and alert would all stay put, what remains is the prune and the
+    next window edge; otherwise the evaluation is completed in full.
     """
-    _prune(state, t)
-    below = state.below_since
-    _evaluate_tier(state, t, None, changes)
-    if (
-        changes
-        or state.below_since != below
-        or _next_stage(state, t) is not None
-        or not _alert_quiet(state, t)
-    ):
+    moved = _prune_windows(state, t)  # no subscription lapses here: t < wake_fixed
+    quiet = True
+    if moved & _TIER_MOVED:
+        below = state.below_since
+        _evaluate_tier(state, t, None, changes)
+        quiet = not changes and state.below_since == below
+    if quiet and (moved & _SCORE_MOVED or state.cross_target is not None):
+        quiet = _alert_quiet(state, t)
+    if quiet and _next_stage(state, t) is None:
+        state.wake = _window_wake(state, t, state.wake_fixed)
+    else:
         _evaluate_lifecycle(state, t, None, changes)
         _evaluate_alert(state, t, None, changes)
         state.wake = _next_wake(state, t)
-    else:
-        state.wake = _window_wake(state, t, state.wake_fixed)
     state.calm_until = t
 
 
