@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime
@@ -483,19 +484,53 @@ def _add_tools(app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample
 
     @app.command("demo")
     def demo_command() -> None:
-        """Import the bundled sample into the embedded store and show one customer's history."""
+        """Import the bundled sample into the embedded store, then show what eventcrm
+        makes of it: tiers, lifecycle funnel, open churn alerts, one audited customer."""
         with open_runtime() as runtime:
             summary, _ = run_import(
                 runtime, str(sample), rejects_path=None, console=err, show_progress=err.is_terminal
             )
             _print_summary(summary, None, as_json=False)
-            customer_id = "cust-00007"
-            _print_history(customer_id, runtime.store.history(customer_id))
+            views = list(runtime.reader.all_customers(as_of=SAMPLE_AS_OF))
+            _print_distribution(views)
+            alerts = sorted((v for v in views if v.alert_open), key=lambda v: -v.churn_score)
+            _print_alerts(alerts[:8], total=len(alerts))
+            customer_id = alerts[0].customer_id if alerts else views[0].customer_id
+            history = runtime.store.history(customer_id)
+            _print_history(customer_id, history[-12:])
+            if len(history) > 12:
+                Console().print(
+                    f"(last 12 of {len(history)} events: `eventcrm history {customer_id}`)"
+                )
+            _print_snapshot(runtime.reader.customer(customer_id, as_of=SAMPLE_AS_OF))
             report = runtime.store.verify_chains()
             Console().print(
                 f"hash chains: {'intact' if report.ok else 'BROKEN'} "
                 f"({report.events} events, {report.customers} customers)"
             )
+
+
+SAMPLE_AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
+"""The bundled sample's history ends on 2026-01-01; the demo looks at it two weeks later."""
+
+
+def _print_distribution(views: list[Snapshot]) -> None:
+    tiers = Counter(v.tier for v in views)
+    stages = Counter(v.lifecycle_stage for v in views)
+    table = Table(title=f"{len(views)} customers as of {SAMPLE_AS_OF:%Y-%m-%d}")
+    table.add_column("tier")
+    table.add_column("customers", justify="right")
+    table.add_column("lifecycle stage")
+    table.add_column("customers", justify="right")
+    tier_rows = [
+        (t, tiers[t]) for t in ("platinum", "gold", "silver", "bronze", "none") if tiers[t]
+    ]
+    stage_rows = sorted(stages.items(), key=lambda item: -item[1])
+    for n in range(max(len(tier_rows), len(stage_rows))):
+        tier = tier_rows[n] if n < len(tier_rows) else ("", "")
+        stage = stage_rows[n] if n < len(stage_rows) else ("", "")
+        table.add_row(tier[0], str(tier[1]), stage[0], str(stage[1]))
+    Console().print(table)
 
 
 def today_utc() -> datetime:
@@ -560,8 +595,12 @@ def _print_snapshot(view: Snapshot) -> None:
     console.print(table)
     console.print("[bold]why[/bold]")
     for reason in view.reasons:
-        points = f" (+{reason.points})" if reason.points else ""
-        console.print(f"  {reason.rule}{points}: {reason.message}")
+        if not reason.rule.startswith("churn."):
+            console.print(f"  {reason.rule}: {reason.message}")
+    console.print("[bold]churn signals now[/bold]")
+    latest = {r.rule: r for r in view.reasons if r.rule.startswith("churn.")}
+    for reason in sorted(latest.values(), key=lambda r: -(r.points or 0)):
+        console.print(f"  {reason.rule} (+{reason.points or 0}): {reason.message}")
 
 
 def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
