@@ -22,7 +22,7 @@ from adapters.recorder import (
 )
 from domain.errors import EventcrmError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -94,7 +94,40 @@ def _v1(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
-MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1}
+def _v2(role: str) -> list[sql.Composed | sql.SQL]:
+    """Read models: disposable projections of the store (`eventcrm rebuild` recomputes
+    them), so unlike events the application role may update and delete them."""
+    r = sql.Identifier(role)
+    table = sql.Identifier("read_models")  # adapters.readmodels.READ_MODELS_TABLE
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " customer_id text PRIMARY KEY, applied_version bigint NOT NULL,"
+            " applied_position bigint NOT NULL, next_deadline timestamptz,"
+            " evaluated_at timestamptz, tier text, lifecycle_stage text, churn_score int,"
+            " churn_level text, alert_state text, alert_id text, snapshot jsonb NOT NULL,"
+            " updated_at timestamptz DEFAULT now())"
+        ).format(table),
+        # Ops: open alerts, worst first. Names are spelled out, not imported, so this
+        # migration stays what it was when it ran.
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS read_models_open_alerts_idx ON {} (churn_score DESC)"
+            " WHERE alert_state IN ('raised', 'escalated', 'acknowledged', 'snoozed')"
+        ).format(table),
+        # The durable timer list: customers due for a time-driven change after a restart.
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS read_models_next_deadline_idx ON {} (next_deadline)"
+            " WHERE next_deadline IS NOT NULL"
+        ).format(table),
+        # min(applied_position): where the relay re-publishes from after a broker wipe.
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS read_models_applied_position_idx ON {} (applied_position)"
+        ).format(table),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(table, r),
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1, 2: _v2}
 
 
 def migrate(datastore: PostgresDatastore, *, app_role: str) -> int:

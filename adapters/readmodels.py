@@ -1,0 +1,260 @@
+"""Read models in PostgreSQL: the projector's output, and its state loader.
+
+Read models are disposable projections of the store (invariant 1): `eventcrm rebuild`
+may delete and recompute them, so the application role may UPDATE and DELETE them,
+unlike events. What makes them trustworthy is the write rule in `ReadModelStore.upsert`:
+a row only ever moves forward, so redeliveries and zombie workers cannot regress it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import orjson
+from psycopg.sql import SQL, Composed, Identifier
+
+from adapters.readside import input_event
+from adapters.store import CustomerStore
+from projections import CustomerState, Policy, Snapshot, fold, initial_state
+
+READ_MODELS_TABLE: Final = "read_models"
+_NEVER: Final = datetime.min.replace(tzinfo=UTC)
+
+_COLUMNS: Final = (
+    "customer_id",
+    "applied_version",
+    "applied_position",
+    "next_deadline",
+    "evaluated_at",
+    "tier",
+    "lifecycle_stage",
+    "churn_score",
+    "churn_level",
+    "alert_state",
+    "alert_id",
+    "snapshot",
+)
+_UNNEST_ARGS: Final = SQL(
+    "%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], "
+    "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
+)
+"""One array parameter per column of `_COLUMNS`, in order."""
+
+
+class ProjectedRow(Protocol):
+    """What `upsert` needs of a row: the shape of `streams.projector.ReadModelRow`,
+    restated here because adapters may not import streams."""
+
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def snapshot(self) -> Snapshot: ...
+    @property
+    def applied_version(self) -> int: ...
+    @property
+    def applied_position(self) -> int: ...
+    @property
+    def next_deadline(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModel:
+    """One stored read model: the snapshot as of ``evaluated_at``, including the
+    customer's stored events through ``applied_version``.
+
+    Tier, stage and alert hold until ``next_deadline`` unless a new event arrives;
+    the churn score is the one at ``evaluated_at`` (it drifts continuously).
+    """
+
+    customer_id: str
+    applied_version: int
+    applied_position: int
+    next_deadline: datetime | None
+    evaluated_at: datetime | None
+    tier: str
+    lifecycle_stage: str
+    churn_score: int
+    churn_level: str
+    alert_state: str
+    alert_id: str | None
+    snapshot: dict[str, Any]
+    updated_at: datetime
+
+
+class ReadModelStore:
+    """The `read_models` table (migration v2), on the store's connection pool.
+
+    Implements the projector's `ReadModelSink` (structurally).
+    """
+
+    def __init__(self, store: CustomerStore, *, page_size: int = 1000) -> None:
+        self._datastore = store.datastore
+        self._page_size = page_size
+        table = Identifier(self._datastore.schema, READ_MODELS_TABLE)
+        names = SQL(", ").join(Identifier(c) for c in _COLUMNS)
+        updates = SQL(", ").join(
+            SQL("{0} = EXCLUDED.{0}").format(Identifier(c)) for c in _COLUMNS[1:]
+        )
+        self._upsert = SQL(
+            "INSERT INTO {table} AS rm ({names}, updated_at) "
+            "SELECT {selected}, now() FROM unnest({arrays}) AS u({names}) "
+            "ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = now() "
+            # Forward only. A higher version includes more events: it wins. At the same
+            # version the state is a function of the evaluation time alone (live
+            # equals replay), so a later evaluation (a timer's advance) wins, and an
+            # equal one is the same row again (a redelivery): nothing to write.
+            "WHERE rm.applied_version < EXCLUDED.applied_version "
+            "OR (rm.applied_version = EXCLUDED.applied_version "
+            "AND coalesce(rm.evaluated_at, '-infinity') "
+            "< coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+        ).format(
+            table=table,
+            names=names,
+            selected=_selected(),
+            arrays=_UNNEST_ARGS,
+            updates=updates,
+        )
+        self._get = SQL("SELECT * FROM {} WHERE customer_id = %s").format(table)
+        self._page = SQL(
+            "SELECT * FROM {} WHERE customer_id > %s ORDER BY customer_id LIMIT %s"
+        ).format(table)
+        self._min_position = SQL("SELECT min(applied_position) AS p FROM {}").format(table)
+        self._due = SQL(
+            "SELECT customer_id, applied_version, applied_position FROM {} "
+            "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
+        ).format(table)
+
+    def upsert(self, rows: Sequence[ProjectedRow]) -> int:
+        """Write a batch in one statement; returns how many rows changed.
+
+        Rows are sorted by customer id so two concurrent writers (a worker and its
+        zombie) lock rows in the same order and cannot deadlock; if a batch names a
+        customer twice, only its newest row is kept (one statement may not update a
+        row twice).
+        """
+        newest: dict[str, ProjectedRow] = {}
+        for row in rows:
+            known = newest.get(row.customer_id)
+            if known is None or _rank(row) > _rank(known):
+                newest[row.customer_id] = row
+        if not newest:
+            return 0
+        ordered = [newest[key] for key in sorted(newest)]
+        snapshots = [row.snapshot for row in ordered]
+        params = (
+            [row.customer_id for row in ordered],
+            [row.applied_version for row in ordered],
+            [row.applied_position for row in ordered],
+            [row.next_deadline for row in ordered],
+            [s.evaluated_at for s in snapshots],
+            [s.tier for s in snapshots],
+            [s.lifecycle_stage for s in snapshots],
+            [s.churn_score for s in snapshots],
+            [s.churn_level for s in snapshots],
+            [s.alert_state for s in snapshots],
+            [s.alert_id for s in snapshots],
+            [orjson.dumps(s.to_dict()).decode() for s in snapshots],
+        )
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(self._upsert, params)
+            return max(curs.rowcount, 0)
+
+    def get(self, customer_id: str) -> ReadModel | None:
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._get, (customer_id,))
+            row = curs.fetchone()
+        return None if row is None else _read_model(row)
+
+    def all(self) -> Iterator[ReadModel]:
+        """Every read model in customer-id order, a page at a time (keyset paging: no
+        long transaction, and concurrent writes never make it skip a customer)."""
+        after = ""
+        while True:
+            with self._datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._page, (after, self._page_size))
+                rows = curs.fetchall()
+            for row in rows:
+                yield _read_model(row)
+            if len(rows) < self._page_size:
+                return
+            after = rows[-1]["customer_id"]
+
+    def min_position(self) -> int | None:
+        """The lowest applied position of any read model (None: there are none).
+
+        After the broker lost its data, re-publishing `customer-events` from here on
+        redelivers every event some read model may lack; the rest are duplicates the
+        projector ignores. (A customer with no read model at all is not covered: the
+        relay's own position bounds those.)
+        """
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._min_position)
+            row = curs.fetchone()
+        return None if row is None or row["p"] is None else int(row["p"])
+
+    def due(self, until: datetime) -> list[tuple[str, int, int]]:
+        """``(customer_id, applied_version, applied_position)`` of the read models whose
+        next deadline is at or before ``until``: what `Projector.resume` takes after a
+        restart, since the table is also the durable list of armed timers."""
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._due, (until,))
+            rows = curs.fetchall()
+        return [(r["customer_id"], r["applied_version"], r["applied_position"]) for r in rows]
+
+
+class StoreStateLoader:
+    """Rebuilds a customer's state from its stored events: the projector's
+    `StateLoader` (structurally), used when its in-memory state is stale or missing."""
+
+    def __init__(self, store: CustomerStore, policy: Policy) -> None:
+        self._store = store
+        self._policy = policy
+
+    def load(self, customer_id: str, *, through_version: int) -> CustomerState:
+        """The fold of the events with version ≤ ``through_version``, evaluated at the
+        latest of their instants: exactly what applying them live gives, before any
+        timer advanced it (the projector's next tick does that)."""
+        events = [
+            event
+            for version, topic, state in self._store.stored_events(customer_id)
+            if version <= through_version
+            and (event := input_event(version, topic, state)) is not None
+        ]
+        if not events:
+            return initial_state(customer_id, self._policy)
+        as_of = max(event.occurred_at for event in events)
+        return fold(customer_id, events, self._policy, as_of=as_of)
+
+
+def _rank(row: ProjectedRow) -> tuple[int, datetime]:
+    """The order `upsert` keeps rows in, as its SQL rule does (NULL: earliest)."""
+    return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
+
+
+def _selected() -> Composed:
+    return SQL(", ").join(
+        SQL("u.snapshot::jsonb") if c == "snapshot" else SQL("u.{}").format(Identifier(c))
+        for c in _COLUMNS
+    )
+
+
+def _read_model(row: dict[str, Any]) -> ReadModel:
+    return ReadModel(
+        customer_id=row["customer_id"],
+        applied_version=row["applied_version"],
+        applied_position=row["applied_position"],
+        next_deadline=row["next_deadline"],
+        evaluated_at=row["evaluated_at"],
+        tier=row["tier"],
+        lifecycle_stage=row["lifecycle_stage"],
+        churn_score=row["churn_score"],
+        churn_level=row["churn_level"],
+        alert_state=row["alert_state"],
+        alert_id=row["alert_id"],
+        snapshot=row["snapshot"],
+        updated_at=row["updated_at"],
+    )
