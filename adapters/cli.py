@@ -15,16 +15,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any, Protocol
 
+import orjson
 import typer
+from kafka import KafkaConsumer, KafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
+from adapters.readmodels import ReadModelStore, differences
 from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
+from adapters.topics import TopicNames
 from domain.customer import InvalidAlertActionError
 from domain.interactions import interaction_json_schema
 from projections import Reason, ReplayStep, Snapshot
@@ -47,8 +51,25 @@ class Runtime(Protocol):
     @property
     def clock(self) -> Callable[[], datetime]: ...
 
+    @property
+    def read_models(self) -> ReadModelStore: ...
+
 
 OpenRuntime = Callable[[], AbstractContextManager[Runtime]]
+
+
+class KafkaAccess(Protocol):
+    """Kafka clients for the upstream-side and ops-side tools (built by infra)."""
+
+    @property
+    def topics(self) -> TopicNames: ...
+
+    def producer(self) -> KafkaProducer: ...
+
+    def reader(self, topic: str, *, from_beginning: bool) -> KafkaConsumer: ...
+
+
+OpenKafka = Callable[[], AbstractContextManager[KafkaAccess]]
 
 
 def _json_default(value: object) -> Any:
@@ -150,6 +171,7 @@ def run_import(
 def build_cli(
     open_runtime: OpenRuntime,
     *,
+    open_kafka: OpenKafka,
     migrate: Callable[[], int],
     sample: Path,
 ) -> typer.Typer:
@@ -216,38 +238,50 @@ def build_cli(
 
     @app.command("verify")
     def verify_command(
-        history: Annotated[bool, typer.Option("--history", help="check every hash chain")] = True,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        history: Annotated[
+            bool, typer.Option("--history", help="also recompute every customer's hash chain")
+        ] = False,
+        as_json: AsJson = False,
     ) -> None:
-        """Check every customer's hash chain; report the first broken link of each."""
+        """Live read models equal a fresh fold of the stored events (and, with --history,
+        every hash chain is intact). Exit 1 on any difference."""
         with open_runtime() as runtime:
-            report = runtime.store.verify_chains()
-        result = {
-            "ok": report.ok,
-            "customers": report.customers,
-            "events": report.events,
-            "breaks": [
-                {"customer": str(b.customer), "version": b.version, "reason": b.reason}
-                for b in report.breaks
+            diffs = list(differences(runtime.read_models, runtime.store, runtime.reader.policy))
+            models = sum(1 for _ in runtime.read_models.all())
+            report = runtime.store.verify_chains() if history else None
+        ok = not diffs and (report is None or report.ok)
+        result: dict[str, Any] = {
+            "ok": ok,
+            "read_models": models,
+            "differences": [
+                {
+                    "customer_id": d.customer_id,
+                    "field": d.field,
+                    "live": d.live,
+                    "replayed": d.replayed,
+                }
+                for d in diffs
             ],
         }
+        if report is not None:
+            result["history"] = {
+                "customers": report.customers,
+                "events": report.events,
+                "breaks": [
+                    {"customer": str(b.customer), "version": b.version, "reason": b.reason}
+                    for b in report.breaks
+                ],
+            }
         if as_json:
             print_json(result)
-        elif report.ok:
-            Console().print(
-                f"[green]ok[/green]: {report.events} events of {report.customers} customers, "
-                "every chain intact"
-            )
         else:
-            for b in report.breaks[:20]:
-                Console().print(
-                    f"[red]broken[/red] customer {b.customer} at v{b.version}: {b.reason}"
-                )
-        if not report.ok:
+            _print_verify(result)
+        if not ok:
             raise typer.Exit(EXIT_FAILURE)
 
     _add_projection_commands(app, open_runtime, err)
-    _add_alert_commands(app, open_runtime, err)
+    alerts = _add_alert_commands(app, open_runtime, err)
+    _add_kafka_tools(app, alerts, open_kafka, err)
     _add_tools(app, open_runtime, err, sample)
     return app
 
@@ -383,7 +417,7 @@ def write_export(
     return count
 
 
-def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
+def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> typer.Typer:
     """Ops' view of churn alerts (folded from the store) and their actions on them."""
     alerts = typer.Typer(help="Churn alerts: list open ones; acknowledge, snooze or resolve.")
     app.add_typer(alerts, name="alerts")
@@ -447,6 +481,95 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
     def resolve_command(customer_id: str, by: By, reason: Why = "") -> None:
         """Resolve the customer's open alert by hand."""
         act("resolved", customer_id, by, reason, None)
+
+    return alerts
+
+
+def _add_kafka_tools(
+    app: typer.Typer, alerts: typer.Typer, open_kafka: OpenKafka, err: Console
+) -> None:
+    """What an upstream system and an ops console do with Kafka."""
+
+    @app.command("publish")
+    def publish_command(
+        file: Annotated[str, typer.Argument(help="JSON-lines interactions, or - for stdin")],
+    ) -> None:
+        """Publish JSON lines to the interactions topic, as an upstream system would
+        (key = customer_id; lines are sent as they are, bad ones included)."""
+        with open_kafka() as kafka, ExitStack() as stack:
+            handle: IO[bytes] = (
+                sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
+            )
+            producer = kafka.producer()
+            stack.callback(producer.close)
+            progress = stack.enter_context(
+                Progress(
+                    TextColumn("publishing"),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    disable=not err.is_terminal,
+                    transient=True,
+                )
+            )
+            task = progress.add_task("publish", total=None)
+            started = time.perf_counter()
+            count = 0
+            for line in handle:
+                value = line.strip()
+                if not value:
+                    continue
+                producer.send(kafka.topics.interactions, key=_customer_key(value), value=value)
+                count += 1
+                if count % 1000 == 0:
+                    progress.update(task, completed=count)
+            producer.flush()
+            elapsed = time.perf_counter() - started
+        err.print(f"published {count} messages ({count / max(elapsed, 1e-9):,.0f}/s)")
+
+    @alerts.command("tail")
+    def tail_command(
+        as_json: AsJson = False,
+        from_beginning: Annotated[
+            bool, typer.Option("--from-beginning", help="replay the topic first")
+        ] = False,
+        limit: Annotated[int, typer.Option(help="stop after this many (0 = never)")] = 0,
+    ) -> None:
+        """Print churn alerts as they arrive on the churn-alerts topic (Ctrl-C stops)."""
+        seen = 0
+        with open_kafka() as kafka:
+            reader = kafka.reader(kafka.topics.churn_alerts, from_beginning=from_beginning)
+            try:
+                while not limit or seen < limit:
+                    for batch in reader.poll(timeout_ms=500).values():
+                        for record in batch:
+                            _print_alert_change(record.value, as_json=as_json)
+                            seen += 1
+            except KeyboardInterrupt:
+                pass
+            finally:
+                reader.close()
+
+
+def _customer_key(value: bytes) -> bytes | None:
+    try:
+        customer = orjson.loads(value).get("customer_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return customer.encode() if isinstance(customer, str) else None
+
+
+def _print_alert_change(value: bytes, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(value.decode() + "\n")
+        sys.stdout.flush()
+        return
+    change = orjson.loads(value)
+    reason = change["reasons"][0]["message"] if change.get("reasons") else ""
+    Console().print(
+        f"{change['effective_at']} {change['customer_id']} alert {change['from_value']}→"
+        f"{change['to_value']} {change.get('alert_id') or ''} {reason}"
+    )
 
 
 def _add_tools(app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample: Path) -> None:
@@ -564,6 +687,31 @@ def _print_summary(summary: ImportSummary, rejects_path: Path | None, *, as_json
         if value is not None:
             table.add_row(key, str(value))
     Console().print(table)
+
+
+def _print_verify(result: dict[str, Any]) -> None:
+    console = Console()
+    models = result["read_models"]
+    if not models:
+        console.print("read models: none yet (the pipeline has not run); nothing to compare")
+    elif not result["differences"]:
+        console.print(f"[green]ok[/green]: {models} read models equal a fresh replay")
+    for d in result["differences"][:20]:
+        console.print(
+            f"[red]differs[/red] {d['customer_id']} {d['field']}: "
+            f"live {d['live']!r}, replay {d['replayed']!r}"
+        )
+    history = result.get("history")
+    if history is not None:
+        if not history["breaks"]:
+            console.print(
+                f"[green]ok[/green]: {history['events']} events of {history['customers']} "
+                "customers, every chain intact"
+            )
+        for b in history["breaks"][:20]:
+            console.print(
+                f"[red]broken[/red] customer {b['customer']} at v{b['version']}: {b['reason']}"
+            )
 
 
 def _money(value: Decimal, currency: str) -> str:

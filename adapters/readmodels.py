@@ -18,7 +18,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from adapters.readside import input_event
 from adapters.store import CustomerStore
-from projections import CustomerState, Policy, Snapshot, fold, initial_state
+from projections import CustomerState, Policy, Snapshot, fold, initial_state, snapshot
 
 READ_MODELS_TABLE: Final = "read_models"
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
@@ -258,3 +258,38 @@ def _read_model(row: dict[str, Any]) -> ReadModel:
         snapshot=row["snapshot"],
         updated_at=row["updated_at"],
     )
+
+
+COMPARED = ("tier", "lifecycle_stage", "churn_score", "churn_level", "alert_state", "alert_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """A read model that does not equal a fresh fold of its customer's stored events."""
+
+    customer_id: str
+    field: str
+    live: object
+    replayed: object
+
+
+def differences(
+    read_models: ReadModelStore, store: CustomerStore, policy: Policy
+) -> Iterator[Difference]:
+    """Live equals replay (RELIABILITY G6): refold each read model's customer from the
+    store, through the version it applied, evaluated at its `evaluated_at`."""
+    for model in read_models.all():
+        stored = store.stored_events(model.customer_id)
+        events = [
+            e
+            for v, topic, state in stored
+            if v <= model.applied_version and (e := input_event(v, topic, state)) is not None
+        ]
+        as_of = model.evaluated_at or (events[-1].occurred_at if events else None)
+        if as_of is None:
+            continue
+        fresh = snapshot(fold(model.customer_id, events, policy, as_of=as_of))
+        for name in COMPARED:
+            live, replayed = getattr(model, name), getattr(fresh, name)
+            if live != replayed:
+                yield Difference(model.customer_id, name, live, replayed)

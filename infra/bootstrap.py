@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg.conninfo import conninfo_to_dict
 
 from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
+from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
 from adapters.store import CustomerStore
+from adapters.topics import TopicNames
+from infra import kafka
 from infra.embedded import embedded_postgres
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
@@ -97,6 +101,7 @@ class Services:
     store: CustomerStore
     importer: BulkImporter
     reader: ProjectionReader
+    read_models: ReadModelStore
     clock: Callable[[], datetime]
     embedded: bool
 
@@ -172,6 +177,7 @@ def services(
                 store=store,
                 importer=importer,
                 reader=reader,
+                read_models=ReadModelStore(store),
                 clock=clock,
                 embedded=embedded,
             )
@@ -189,3 +195,36 @@ def run_migrations(settings: Settings, admin_url: str) -> int:
 
 def default_sample() -> Path:
     return Path(__file__).parent / "samples" / "interactions.jsonl"
+
+
+@dataclass
+class KafkaClients:
+    """Kafka access for the CLI tools, on the configured cluster."""
+
+    bootstrap: str
+    topics: TopicNames
+
+    def producer(self) -> KafkaProducer:
+        return kafka.producer(self.bootstrap)
+
+    def reader(self, topic: str, *, from_beginning: bool) -> KafkaConsumer:
+        """Every partition of `topic`, assigned by hand (no group join to wait for)."""
+        client = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        partitions = client.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        client.assign(assigned)
+        if from_beginning:
+            client.seek_to_beginning(*assigned)
+        else:
+            client.seek_to_end(*assigned)
+        return client
+
+
+@contextlib.contextmanager
+def kafka_access(settings: Settings) -> Iterator[KafkaClients]:
+    if not settings.kafka_bootstrap:
+        raise SystemExit(
+            "set EVENTCRM_KAFKA_BOOTSTRAP (host:port[,host:port]) to publish or tail; "
+            "`eventcrm serve` and `eventcrm demo` start an embedded broker themselves"
+        )
+    yield KafkaClients(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from rich.console import Console
 
 from adapters.cli import Runtime, build_cli
-from infra.bootstrap import database, default_sample, run_migrations, services
+from infra.bootstrap import database, default_sample, kafka_access, run_migrations, services
 from infra.settings import Settings
 
 
@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> None:
         with database(settings) as (admin_url, _, _):
             return run_migrations(settings, admin_url)
 
-    app = build_cli(open_runtime, migrate=migrate, sample=default_sample())
+    app = build_cli(
+        open_runtime,
+        open_kafka=lambda: kafka_access(settings),
+        migrate=migrate,
+        sample=default_sample(),
+    )
     app(args=argv if argv is not None else sys.argv[1:], prog_name="eventcrm")
 
 

@@ -3,6 +3,7 @@ them: the forward-only write rule, the ops queries, rebuilding a customer from t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 from psycopg import sql
 
-from adapters.readmodels import ReadModelStore, StoreStateLoader
+from adapters.readmodels import ReadModelStore, StoreStateLoader, differences
 from adapters.readside import ProjectionReader, input_event
 from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerStore
@@ -313,3 +314,48 @@ def test_the_projector_on_the_real_adapters_equals_a_replay(
 
 def _json(value: Snapshot) -> Any:
     return orjson.loads(orjson.dumps(value.to_dict()))
+
+
+def test_verify_finds_no_difference_for_a_live_projection_and_reports_a_tampered_one(
+    store: CustomerStore, unique: str
+) -> None:
+    customer = f"c-{unique}"
+    _record_history(store, customer, ops=False)
+    readmodels = ReadModelStore(store)
+    projector = Projector(
+        policy=POLICY,
+        loader=StoreStateLoader(store, POLICY),
+        sink=readmodels,
+        publisher=_Published(),
+    )
+    projector.handle(_relay_messages(store, customer))
+    mine = [d for d in differences(readmodels, store, POLICY) if d.customer_id == customer]
+    assert mine == []
+
+    live = readmodels.get(customer)
+    assert live is not None
+    wrong = replace(
+        ProjectionReader(store, POLICY).customer(customer, as_of=live.evaluated_at or at(0)),
+        tier="platinum" if live.tier != "platinum" else "bronze",
+    )
+    readmodels.upsert(
+        [
+            ReadModelRow(
+                customer_id=customer,
+                snapshot=wrong,
+                applied_version=live.applied_version,
+                applied_position=live.applied_position,
+                next_deadline=None,
+            )
+        ]
+    )
+    with psycopg_connect(store) as conn:  # same version and time: force the bad row in
+        conn.execute(
+            "UPDATE read_models SET tier = %s WHERE customer_id = %s", (wrong.tier, customer)
+        )
+    found = [d for d in differences(readmodels, store, POLICY) if d.customer_id == customer]
+    assert [(d.field, d.live) for d in found] == [("tier", wrong.tier)]
+
+
+def psycopg_connect(store: CustomerStore) -> Any:
+    return store.datastore.get_connection()
