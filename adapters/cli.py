@@ -72,6 +72,21 @@ class KafkaAccess(Protocol):
 OpenKafka = Callable[[], AbstractContextManager[KafkaAccess]]
 
 
+class DemoResult(Protocol):
+    """What the streaming demo measured and found (built by infra)."""
+
+    published: int
+    ingest_seconds: float
+    caught_up_seconds: float
+    as_of: datetime
+    views: list[dict[str, Any]]
+    replay_customer: str | None
+    replay: list[ReplayStep]
+
+
+RunDemo = Callable[[int, Callable[[str, int, int], None]], DemoResult]
+
+
 def _json_default(value: object) -> Any:
     return str(value)
 
@@ -173,6 +188,8 @@ def build_cli(
     *,
     open_kafka: OpenKafka,
     migrate: Callable[[], int],
+    serve: Callable[[set[str]], None],
+    demo: RunDemo,
     sample: Path,
 ) -> typer.Typer:
     """The command tree, bound to a way of opening the wired services."""
@@ -282,7 +299,9 @@ def build_cli(
     _add_projection_commands(app, open_runtime, err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
-    _add_tools(app, open_runtime, err, sample)
+    _add_tools(app, open_runtime, err, sample, demo)
+    _add_serve(app, err, serve)
+
     return app
 
 
@@ -435,7 +454,7 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
         if as_json:
             print_json([v.to_dict() for v in views[:limit]])
             return
-        _print_alerts(views[:limit], total=len(views))
+        _print_alerts([v.to_dict() for v in views[:limit]], total=len(views))
 
     def act(action: str, customer_id: str, by: str, reason: str, until: datetime | None) -> None:
         with open_runtime() as runtime:
@@ -572,7 +591,9 @@ def _print_alert_change(value: bytes, *, as_json: bool) -> None:
     )
 
 
-def _add_tools(app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample: Path) -> None:
+def _add_tools(
+    app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample: Path, demo: RunDemo
+) -> None:
     """Upstream-side tools and the demo."""
 
     @app.command("simulate")
@@ -606,41 +627,104 @@ def _add_tools(app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample
         )
 
     @app.command("demo")
-    def demo_command() -> None:
-        """Import the bundled sample into the embedded store, then show what eventcrm
-        makes of it: tiers, lifecycle funnel, open churn alerts, one audited customer."""
-        with open_runtime() as runtime:
-            summary, _ = run_import(
-                runtime, str(sample), rejects_path=None, console=err, show_progress=err.is_terminal
-            )
-            _print_summary(summary, None, as_json=False)
-            views = list(runtime.reader.all_customers(as_of=SAMPLE_AS_OF))
-            _print_distribution(views)
-            alerts = sorted((v for v in views if v.alert_open), key=lambda v: -v.churn_score)
-            _print_alerts(alerts[:8], total=len(alerts))
-            customer_id = alerts[0].customer_id if alerts else views[0].customer_id
-            history = runtime.store.history(customer_id)
-            _print_history(customer_id, history[-12:])
-            if len(history) > 12:
-                Console().print(
-                    f"(last 12 of {len(history)} events: `eventcrm history {customer_id}`)"
-                )
-            _print_snapshot(runtime.reader.customer(customer_id, as_of=SAMPLE_AS_OF))
-            report = runtime.store.verify_chains()
+    def demo_command(
+        customers: Annotated[int, typer.Option(min=10, help="simulated population")] = 2000,
+        offline: Annotated[
+            bool, typer.Option("--offline", help="no Kafka: bulk-import the bundled sample")
+        ] = False,
+    ) -> None:
+        """The whole pipeline on the embedded default: simulate a year of customers,
+        publish them through Kafka, wait for the projections, show what eventcrm made
+        of it. Leaves nothing running."""
+        if offline:
+            _offline_demo(open_runtime, err, sample)
+            return
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not err.is_terminal,
+            transient=True,
+        ) as progress:
+            tasks: dict[str, Any] = {}
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total)
+                progress.update(tasks[stage], completed=done, total=total)
+
+            result = demo(customers, report)
+        views = result.views
+        Console().print(
+            f"published {result.published:,} interactions of {customers:,} simulated customers; "
+            f"ingested in {result.ingest_seconds:.1f} s "
+            f"({result.published / max(result.ingest_seconds, 1e-9):,.0f}/s), "
+            f"projections caught up after {result.caught_up_seconds:.1f} s"
+        )
+        _print_distribution(views, result.as_of)
+        alerts = sorted((v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"]))
+        _print_alerts(alerts[:10], total=len(alerts))
+        if result.replay_customer:
+            steps = result.replay
             Console().print(
-                f"hash chains: {'intact' if report.ok else 'BROKEN'} "
-                f"({report.events} events, {report.customers} customers)"
+                f"audited replay of {result.replay_customer} (last 15 of {len(steps)} steps):"
             )
+            _print_replay(result.replay_customer, steps[-15:])
+
+
+def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str]], None]) -> None:
+    @app.command("serve")
+    def serve_command(
+        role: Annotated[
+            list[str] | None,
+            typer.Option("--role", help="ingest, relay or project (repeatable; default all)"),
+        ] = None,
+    ) -> None:
+        """Run the pipeline roles until SIGTERM/SIGINT (embedded PostgreSQL and broker
+        unless EVENTCRM_DATABASE_URL / EVENTCRM_KAFKA_BOOTSTRAP are set)."""
+        chosen = set(role or ["ingest", "relay", "project"])
+        unknown = chosen - {"ingest", "relay", "project"}
+        if unknown:
+            err.print(f"[red]unknown role(s): {', '.join(sorted(unknown))}[/red]")
+            raise typer.Exit(EXIT_USAGE)
+        serve(chosen)
+
+
+def _offline_demo(open_runtime: OpenRuntime, err: Console, sample: Path) -> None:
+    """Bulk-import the bundled sample and show the projections folded from the store."""
+    with open_runtime() as runtime:
+        summary, _ = run_import(
+            runtime, str(sample), rejects_path=None, console=err, show_progress=err.is_terminal
+        )
+        _print_summary(summary, None, as_json=False)
+        snapshots = list(runtime.reader.all_customers(as_of=SAMPLE_AS_OF))
+        views = [v.to_dict() for v in snapshots]
+        _print_distribution(views, SAMPLE_AS_OF)
+        alerts = sorted((v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"]))
+        _print_alerts(alerts[:8], total=len(alerts))
+        customer_id = alerts[0]["customer_id"] if alerts else views[0]["customer_id"]
+        history = runtime.store.history(customer_id)
+        _print_history(customer_id, history[-12:])
+        if len(history) > 12:
+            Console().print(f"(last 12 of {len(history)} events: `eventcrm history {customer_id}`)")
+        _print_snapshot(runtime.reader.customer(customer_id, as_of=SAMPLE_AS_OF))
+        report = runtime.store.verify_chains()
+        Console().print(
+            f"hash chains: {'intact' if report.ok else 'BROKEN'} "
+            f"({report.events} events, {report.customers} customers)"
+        )
 
 
 SAMPLE_AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
 """The bundled sample's history ends on 2026-01-01; the demo looks at it two weeks later."""
 
 
-def _print_distribution(views: list[Snapshot]) -> None:
-    tiers = Counter(v.tier for v in views)
-    stages = Counter(v.lifecycle_stage for v in views)
-    table = Table(title=f"{len(views)} customers as of {SAMPLE_AS_OF:%Y-%m-%d}")
+def _print_distribution(views: list[dict[str, Any]], as_of: datetime) -> None:
+    tiers = Counter(v["tier"] for v in views)
+    stages = Counter(v["lifecycle_stage"] for v in views)
+    table = Table(title=f"{len(views)} customers as of {as_of:%Y-%m-%d %H:%M} UTC")
     table.add_column("tier")
     table.add_column("customers", justify="right")
     table.add_column("lifecycle stage")
@@ -777,19 +861,24 @@ def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
     console.print(table)
 
 
-def _print_alerts(views: list[Snapshot], *, total: int) -> None:
+def _print_alerts(views: list[dict[str, Any]], *, total: int) -> None:
+    """Open alerts from snapshot dicts (`Snapshot.to_dict()` or a read model's JSON)."""
     table = Table(title=f"open churn alerts ({total})")
     for column in ("customer", "score", "level", "state", "tier", "stage", "top reasons"):
         table.add_column(column, overflow="fold")
     for view in views:
+        latest = {
+            r["rule"]: r for r in view["reasons"] if r.get("points") and float(r["points"]) > 0
+        }
+        top = sorted(latest.values(), key=lambda r: -float(r["points"]))[:3]
         table.add_row(
-            view.customer_id,
-            str(view.churn_score),
-            view.churn_level,
-            view.alert_state,
-            view.tier,
-            view.lifecycle_stage,
-            "; ".join(f"{r.rule} +{r.points}" for r in _top_reasons(view)),
+            view["customer_id"],
+            str(view["churn_score"]),
+            view["churn_level"],
+            view["alert_state"],
+            view["tier"],
+            view["lifecycle_stage"],
+            "; ".join(f"{r['rule']} +{r['points']}" for r in top),
         )
     Console(width=None if Console().is_terminal else 160).print(table)
 

@@ -11,12 +11,17 @@ from rich.console import Console
 
 from adapters.cli import Runtime, build_cli
 from infra.bootstrap import database, default_sample, kafka_access, run_migrations, services
+from infra.live import serve, streaming_demo
 from infra.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", module="platformdirs")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # kafka-python warns about its own selector loop and mode about a slow tick under
+    # load: both are about throughput, not correctness, and drown the operator's view.
+    for name in ("kafka", "mode.timers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     settings = Settings()
     err = Console(stderr=True)
 
@@ -27,10 +32,17 @@ def main(argv: list[str] | None = None) -> None:
         with database(settings) as (admin_url, _, _):
             return run_migrations(settings, admin_url)
 
+    def say(text: str) -> None:
+        err.print(f"[cyan]{text}[/cyan]")
+
     app = build_cli(
         open_runtime,
         open_kafka=lambda: kafka_access(settings),
         migrate=migrate,
+        serve=lambda roles: serve(settings, roles, say=say),
+        demo=lambda customers, progress: streaming_demo(
+            settings, customers=customers, say=say, progress=progress
+        ),
         sample=default_sample(),
     )
     app(args=argv if argv is not None else sys.argv[1:], prog_name="eventcrm")

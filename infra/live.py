@@ -1,0 +1,235 @@
+"""The running stack for `serve` and the streaming `demo`: databases, broker, roles."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from adapters.crypto import MasterKey
+from adapters.readmodels import ReadModelStore
+from adapters.readside import ProjectionReader
+from adapters.simulate import simulate
+from adapters.topics import TopicNames, ensure_topics
+from infra import kafka
+from infra.bootstrap import (
+    build_store,
+    database,
+    load_configured_policy,
+    load_master_key,
+    run_migrations,
+)
+from infra.broker import embedded_broker
+from infra.embedded import embedded_postgres
+from infra.serve import ROLES, Tuning, run_roles
+from infra.settings import Settings
+from projections import ReplayStep
+
+DEMO_DATABASE = "eventcrm_demo"
+
+
+@dataclass(frozen=True)
+class Stack:
+    admin_url: str
+    app_url: str
+    master_key: MasterKey
+    bootstrap: str
+    as_role: str | None
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, *, say: Callable[[str], None]) -> Iterator[Stack]:
+    """Configured services where set, embedded ones (PostgreSQL, Tansu) where not."""
+    with database(settings) as (admin_url, app_url, embedded), contextlib.ExitStack() as stack:
+        master_key = load_master_key(settings, embedded=embedded, say=say)
+        if embedded:
+            run_migrations(settings, admin_url)
+        if settings.kafka_bootstrap:
+            bootstrap = settings.kafka_bootstrap
+        else:
+            bootstrap = stack.enter_context(embedded_broker()).bootstrap
+            say(f"embedded Kafka-compatible broker (Tansu) on {bootstrap}")
+        yield Stack(
+            admin_url, app_url, master_key, bootstrap, settings.app_role if embedded else None
+        )
+
+
+def serve(settings: Settings, roles: set[str], *, say: Callable[[str], None]) -> None:
+    """Run `roles` until SIGTERM or SIGINT, then stop them cleanly."""
+    with running_stack(settings, say=say) as live:
+        stop = threading.Event()
+        handlers = {
+            sig: signal.signal(sig, lambda *_: stop.set())
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            say(f"serving {', '.join(sorted(roles))} (Ctrl-C or SIGTERM stops)")
+            run_roles(
+                settings,
+                roles,
+                stop,
+                bootstrap=live.bootstrap,
+                app_url=live.app_url,
+                master_key=live.master_key,
+                as_role=live.as_role,
+            )
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+@dataclass
+class DemoReport:
+    published: int
+    ingest_seconds: float
+    caught_up_seconds: float
+    as_of: datetime
+    views: list[dict[str, Any]]
+    replay_customer: str | None
+    replay: list[ReplayStep]
+
+
+def streaming_demo(
+    settings: Settings,
+    *,
+    customers: int,
+    say: Callable[[str], None],
+    progress: Callable[[str, int, int], None],
+    timeout: float = 80.0,
+) -> DemoReport:
+    """Embedded PostgreSQL (a fresh demo database) and broker, all roles, a simulated year
+    of `customers` published through Kafka; returns once the read models caught up."""
+    home_settings = settings.model_copy(update={"database_url": None, "kafka_bootstrap": None})
+    with embedded_postgres(settings.home) as owner_url:
+        demo_url = _fresh_database(owner_url, DEMO_DATABASE)
+        demo_settings = home_settings.model_copy(update={"database_url": demo_url})
+        run_migrations(demo_settings, demo_url)
+        master_key = load_master_key(home_settings, embedded=True, say=say)
+        with embedded_broker() as broker:
+            topics = TopicNames(prefix=settings.topic_prefix)
+            ensure_topics(broker.bootstrap, topics.all(), partitions=topics.partitions())
+            stop = threading.Event()
+            roles = threading.Thread(
+                target=run_roles,
+                args=(demo_settings, set(ROLES), stop),
+                kwargs={
+                    "bootstrap": broker.bootstrap,
+                    "app_url": demo_url,
+                    "master_key": master_key,
+                    "as_role": settings.app_role,
+                    "tuning": Tuning.fast(),
+                },
+                daemon=True,
+            )
+            roles.start()
+            try:
+                return _drive(
+                    demo_settings,
+                    demo_url,
+                    master_key,
+                    broker.bootstrap,
+                    topics,
+                    customers=customers,
+                    progress=progress,
+                    timeout=timeout,
+                )
+            finally:
+                stop.set()
+                roles.join(timeout=30)
+
+
+def _drive(
+    settings: Settings,
+    url: str,
+    master_key: MasterKey,
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    customers: int,
+    progress: Callable[[str, int, int], None],
+    timeout: float,
+) -> DemoReport:
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    population = simulate(customers=customers, seed=7, end=end)
+    producer = kafka.producer(bootstrap)
+    started = time.perf_counter()
+    for n, item in enumerate(population.interactions, start=1):
+        producer.send(
+            topics.interactions, key=item["customer_id"].encode(), value=orjson.dumps(item)
+        )
+        if n % 2000 == 0:
+            progress("publishing", n, len(population.interactions))
+    producer.flush()
+    producer.close()
+    published = len(population.interactions)
+    progress("publishing", published, published)
+    ingested_at = caught_up_at = None
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url) as conn:
+        while time.monotonic() < deadline:
+            consumed, stored, applied = _counts(conn)
+            progress("ingest", consumed, published)
+            if consumed >= published and ingested_at is None:
+                ingested_at = time.perf_counter() - started
+            if ingested_at is not None and applied >= stored:
+                caught_up_at = time.perf_counter() - started
+                break
+            time.sleep(0.25)
+    if ingested_at is None or caught_up_at is None:
+        raise TimeoutError(f"the pipeline did not catch up within {timeout:.0f} s")
+    store = build_store(settings, url, master_key, as_role=settings.app_role)
+    try:
+        views = [_view(model.snapshot) for model in ReadModelStore(store).all()]
+        at_risk = sorted(
+            (v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"])
+        )
+        customer = at_risk[0]["customer_id"] if at_risk else None
+        steps = (
+            ProjectionReader(store, load_configured_policy(settings)).replay(customer, as_of=end)
+            if customer
+            else []
+        )
+    finally:
+        store.close()
+    return DemoReport(published, ingested_at, caught_up_at, end, views, customer, steps)
+
+
+def _view(snapshot: Any) -> dict[str, Any]:
+    return dict(snapshot)
+
+
+def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """(interactions consumed, events stored, events the read models applied)."""
+    row = conn.execute(
+        "SELECT (SELECT coalesce(sum(notification_id + 1), 0) FROM positions "
+        "        WHERE application_name LIKE 'ingest:%%'),"
+        " (SELECT count(*) FROM customer_events),"
+        " (SELECT coalesce(sum(applied_version), 0) FROM read_models)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _fresh_database(owner_url: str, name: str) -> str:
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(owner_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def tally(views: list[dict[str, Any]], field: str) -> Counter[str]:
+    return Counter(str(v[field]) for v in views)

@@ -1,0 +1,280 @@
+"""The whole pipeline, end to end: Kafka → ingest → store → relay → faust projector →
+read models and change topics, all roles run by `infra.serve` against a real broker
+and a real PostgreSQL. The oracle (RELIABILITY): nothing lost or duplicated, every
+message applied or dead-lettered, live read models equal a fresh replay of the store
+(invariant 3), and the published alerts agree with the read models.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from adapters.crypto import MasterKey
+from adapters.ingest import position_name
+from adapters.readmodels import ReadModel, ReadModelStore
+from adapters.readside import ProjectionReader
+from adapters.relay import DLQ_POSITION
+from adapters.simulate import simulate
+from adapters.store import CustomerStore
+from adapters.topics import TopicNames, ensure_topics
+from infra.bootstrap import load_configured_policy
+from infra.broker import EmbeddedBroker, embedded_broker
+from infra.kafka import producer
+from infra.serve import Pipeline, Tuning, run_roles
+from tests.conftest import TEST_MASTER_KEY, StoreFactory, settings_for
+
+pytestmark = pytest.mark.integration
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+"""The simulation's fixed "now": in the past, so timers have deadlines to fire."""
+
+BAD: list[tuple[bytes, bytes]] = [
+    (b"bad-1", b"{broken"),
+    (b"bad-2", b'{"kind": "purchase"}'),
+    (b"bad-3", b"\xff\xfe not utf-8"),
+    (
+        b"bad-4",
+        orjson.dumps(
+            {
+                "event_id": "bad-4",
+                "source": "shop",
+                "customer_id": "bad-4",
+                "kind": "teleported",
+                "occurred_at": "2026-10-01T10:00:00Z",
+            }
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with embedded_broker() as running:
+        yield running
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    """Every record of a topic up to its current end, in per-partition order (no group:
+    assign and seek, so no join to wait for)."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        reader.assign(tps)
+        reader.seek_to_beginning(*tps)
+        end = reader.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + 20
+        while any(reader.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in reader.poll(timeout_ms=200).values():
+                out.extend(batch)
+        return sorted(out, key=lambda r: (r.partition, r.offset))
+    finally:
+        reader.close()
+
+
+def last_dead_letter_id(url: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT max(id) FROM dead_letters").fetchone()
+    return None if row is None else row[0]
+
+
+def count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    started = time.monotonic()
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    names = TopicNames(prefix=prefix)
+    counts = names.partitions()
+    ensure_topics(broker.bootstrap, names.all(), partitions=counts)
+    settings = settings_for(fresh_database_url, topic_prefix=prefix)
+    assert settings.master_key is not None
+    store: CustomerStore = make_store(fresh_database_url)
+    read_models = ReadModelStore(store)
+
+    simulation = simulate(customers=60, seed=23, end=END)
+    interactions = simulation.interactions
+    unique = {(i["source"], i["event_id"]): i for i in interactions}
+    per_customer = Counter(i["customer_id"] for i in unique.values())
+    published = len(interactions) + len(BAD)
+
+    stop = threading.Event()
+    serving = threading.Thread(
+        target=run_roles,
+        args=(settings, {"ingest", "relay", "project"}, stop),
+        kwargs={
+            "bootstrap": broker.bootstrap,
+            "app_url": fresh_database_url,
+            "master_key": MasterKey.from_text(settings.master_key),
+            "as_role": settings.app_role,
+            "tuning": Tuning.fast(),
+        },
+        name="pipeline",
+        daemon=True,
+    )
+    serving.start()
+    try:
+        client = producer(broker.bootstrap)
+        for i, item in enumerate(interactions):
+            client.send(
+                names.interactions, key=item["customer_id"].encode(), value=orjson.dumps(item)
+            )
+            if i == len(interactions) // 2:
+                for key, value in BAD:  # bad input in the middle of the stream
+                    client.send(names.interactions, key=key, value=value)
+        client.flush()
+        client.close()
+
+        wait_until(
+            lambda: (
+                count(fresh_database_url, "interaction_keys") == len(unique)
+                and count(fresh_database_url, "dead_letters") == len(BAD)
+            ),
+            timeout=30,
+            what="every interaction stored or dead-lettered",
+        )
+
+        def caught_up() -> bool:
+            for customer_id, expected in per_customer.items():
+                model = read_models.get(customer_id)
+                if model is None or model.applied_version != expected + 1:
+                    return False
+            # The timer fired for every deadline already past, and the relay sent
+            # the dead letters on.
+            overdue = read_models.due(datetime.now(UTC) - timedelta(seconds=3))
+            return not overdue and store.position(DLQ_POSITION) == last_dead_letter_id(
+                fresh_database_url
+            )
+
+        wait_until(caught_up, timeout=30, what="read models at the stored versions")
+    finally:
+        stop.set()
+        serving.join(timeout=30)
+    assert not serving.is_alive(), "the roles did not stop"
+
+    # Every message consumed, and accounted for exactly once: applied (duplicates as
+    # no-ops) or dead-lettered.
+    consumed = sum(
+        position + 1
+        for p in range(counts[names.interactions])
+        if (position := store.position(position_name(names.interactions, p))) is not None
+    )
+    assert consumed == published
+    stored_keys = count(fresh_database_url, "interaction_keys")
+    dead = count(fresh_database_url, "dead_letters")
+    duplicates = len(interactions) - len(unique)
+    assert duplicates > 0  # the simulation retries some sends: they must be no-ops
+    assert stored_keys + duplicates + dead == published
+    assert dead == len(BAD)
+
+    # The store: versions 1..n per customer, one event per unique interaction + Created.
+    for customer_id, expected in per_customer.items():
+        versions = [version for version, _, _ in store.stored_events(customer_id)]
+        assert versions == list(range(1, expected + 2)), customer_id
+
+    # Live equals replay, at each read model's own evaluation time.
+    reader = ProjectionReader(store, load_configured_policy(settings))
+    models: dict[str, ReadModel] = {m.customer_id: m for m in read_models.all()}
+    assert set(models) == set(per_customer)
+    for customer_id, model in models.items():
+        assert model.evaluated_at is not None
+        replayed = reader.customer(customer_id, as_of=model.evaluated_at)
+        live = (
+            model.tier,
+            model.lifecycle_stage,
+            model.churn_score,
+            model.churn_level,
+            model.alert_state,
+            model.alert_id,
+        )
+        fresh = (
+            replayed.tier,
+            replayed.lifecycle_stage,
+            replayed.churn_score,
+            replayed.churn_level,
+            replayed.alert_state,
+            replayed.alert_id,
+        )
+        assert live == fresh, customer_id
+    # The timers ran: the simulation ended weeks before the wall clock.
+    assert any(m.evaluated_at is not None and m.evaluated_at > END for m in models.values())
+
+    # The alerts published agree with the read models: the last alert change of each
+    # customer (per-key order holds within a partition) is its current alert.
+    alerts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in read_topic(broker.bootstrap, names.churn_alerts, counts[names.churn_alerts]):
+        change = orjson.loads(record.value)
+        assert record.key.decode() == change["customer_id"]
+        assert change["kind"] == "alert"
+        alerts[change["customer_id"]].append(change)
+    assert set(alerts) <= set(models)
+    for customer_id, model in models.items():
+        published_alerts = alerts.get(customer_id, [])
+        if not published_alerts:
+            assert (model.alert_state, model.alert_id) == ("none", None), customer_id
+            continue
+        last = published_alerts[-1]
+        assert last["to_value"] == model.alert_state, customer_id
+        assert model.alert_id is None or last["alert_id"] == model.alert_id, customer_id
+    assert any(m.alert_id is not None for m in models.values())
+
+    # The dead letters reached the DLQ topic, each with its reason.
+    letters = read_topic(broker.bootstrap, names.interactions_dlq, counts[names.interactions_dlq])
+    assert len(letters) == len(BAD)
+    assert all(orjson.loads(letter.value)["code"] for letter in letters)
+
+    assert time.monotonic() - started < 60
+
+
+def test_a_role_that_dies_is_restarted_until_stopped() -> None:
+    pipeline = Pipeline(
+        settings_for("postgresql://unused@127.0.0.1/unused"),
+        bootstrap="127.0.0.1:1",
+        app_url="",
+        master_key=MasterKey.from_text(TEST_MASTER_KEY),
+        as_role=None,
+        tuning=Tuning(restart_pause=0.01),
+    )
+    stop = threading.Event()
+    lives: list[int] = []
+
+    def flaky(stop_: threading.Event) -> None:
+        lives.append(len(lives) + 1)
+        if len(lives) < 3:
+            raise RuntimeError("boom")
+        stop_.wait()  # the third life runs until stopped
+
+    supervisor = threading.Thread(target=pipeline.supervise, args=("flaky", flaky, stop))
+    supervisor.start()
+    wait_until(lambda: len(lives) == 3, timeout=10, what="two restarts")
+    stop.set()
+    supervisor.join(timeout=10)
+    assert not supervisor.is_alive()
+    assert lives == [1, 2, 3]
