@@ -87,6 +87,17 @@ class DemoResult(Protocol):
 RunDemo = Callable[[int, Callable[[str, int, int], None]], DemoResult]
 
 
+def _progress(console: Console, label: str, *, bar: bool = True) -> Progress:
+    """A transient progress line on stderr, shown only on a terminal."""
+    columns = [
+        TextColumn(label),
+        *([BarColumn()] if bar else []),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    return Progress(*columns, console=console, disable=not console.is_terminal, transient=True)
+
+
 def _json_default(value: object) -> Any:
     return str(value)
 
@@ -163,15 +174,9 @@ def run_import(
                     f"{' ' + first.field if first.field else ''}: {first.message}[/yellow]"
                 )
 
-        progress = Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not show_progress,
-            transient=True,
-        )
+        progress = _progress(console, "importing")
+        if not show_progress:
+            progress.disable = True
         with progress:
             task = progress.add_task("import", total=total)
             summary = runtime.importer.run(
@@ -370,17 +375,7 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
             instant = _as_of(runtime, as_of)
             sink: IO[str] = stack.enter_context(out.open("w", newline="")) if out else sys.stdout
             total = runtime.store.customer_count()
-            progress = stack.enter_context(
-                Progress(
-                    TextColumn("exporting"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                    disable=not err.is_terminal,
-                    transient=True,
-                )
-            )
+            progress = stack.enter_context(_progress(err, "exporting"))
             task = progress.add_task("export", total=total)
             started = time.perf_counter()
             count = write_export(
@@ -521,16 +516,7 @@ def _add_kafka_tools(
             )
             producer = kafka.producer()
             stack.callback(producer.close)
-            progress = stack.enter_context(
-                Progress(
-                    TextColumn("publishing"),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                    disable=not err.is_terminal,
-                    transient=True,
-                )
-            )
+            progress = stack.enter_context(_progress(err, "publishing", bar=False))
             task = progress.add_task("publish", total=None)
             started = time.perf_counter()
             count = 0
@@ -639,15 +625,7 @@ def _add_tools(
         if offline:
             _offline_demo(open_runtime, err, sample)
             return
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=not err.is_terminal,
-            transient=True,
-        ) as progress:
+        with _progress(err, "{task.description}") as progress:
             tasks: dict[str, Any] = {}
 
             def report(stage: str, done: int, total: int) -> None:

@@ -7,15 +7,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from infra.bootstrap import run_migrations
+from infra.bootstrap import scratch_database, with_database
 from infra.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -42,28 +40,14 @@ def server() -> Iterator[str]:
 
 
 def with_db(url: str, name: str, user: str | None = None) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    if user:
-        info["user"] = user
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+    return with_database(url, name, user=user)
 
 
 @contextlib.contextmanager
 def scratch(admin_url: str) -> Iterator[str]:
     """A fresh migrated database; yields its owner URL and drops it afterwards."""
-    name = f"eventcrm_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_db(admin_url, name)
-    try:
-        run_migrations(settings(url), url)
+    with scratch_database(admin_url, prefix="eventcrm_bench") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def settings(url: str) -> Settings:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.postgres import PostgresDatastore
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
@@ -228,3 +231,37 @@ def kafka_access(settings: Settings) -> Iterator[KafkaClients]:
             "`eventcrm serve` and `eventcrm demo` start an embedded broker themselves"
         )
     yield KafkaClients(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))
+
+
+def with_database(url: str, name: str, *, user: str | None = None) -> str:
+    """The same server connection, to another database (and optionally as another role)."""
+    info = conninfo_to_dict(url)
+    info["dbname"] = name
+    if user:
+        info["user"] = user
+    return make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def recreate_database(owner_url: str, name: str) -> str:
+    """Drop (forcing out sessions) and create `name`; returns its owner URL."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(owner_url, name)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, *, prefix: str = "eventcrm_scratch") -> Iterator[str]:
+    """A new, migrated database for a test or a benchmark, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = recreate_database(admin_url, name)
+    try:
+        run_migrations(Settings(_env_file=None, database_url=url), url)  # type: ignore[call-arg]
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

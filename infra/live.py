@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql
 
 from adapters.crypto import MasterKey
 from adapters.readmodels import ReadModelStore
@@ -27,6 +26,7 @@ from infra.bootstrap import (
     database,
     load_configured_policy,
     load_master_key,
+    recreate_database,
     run_migrations,
 )
 from infra.broker import embedded_broker
@@ -111,7 +111,7 @@ def streaming_demo(
     of `customers` published through Kafka; returns once the read models caught up."""
     home_settings = settings.model_copy(update={"database_url": None, "kafka_bootstrap": None})
     with embedded_postgres(settings.home) as owner_url:
-        demo_url = _fresh_database(owner_url, DEMO_DATABASE)
+        demo_url = recreate_database(owner_url, DEMO_DATABASE)
         demo_settings = home_settings.model_copy(update={"database_url": demo_url})
         run_migrations(demo_settings, demo_url)
         master_key = load_master_key(home_settings, embedded=True, say=say)
@@ -218,17 +218,6 @@ def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
-
-
-def _fresh_database(owner_url: str, name: str) -> str:
-    with psycopg.connect(owner_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(owner_url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
 
 
 def tally(views: list[dict[str, Any]], field: str) -> Counter[str]:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from adapters.crypto import MasterKey
 from adapters.store import CustomerStore
-from infra.bootstrap import build_store, run_migrations
+from infra.bootstrap import build_store
+from infra.bootstrap import scratch_database as infra_scratch_database
 from infra.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,27 +47,11 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri("postgres")
 
 
-def _with_database(admin_url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
-
-
 @contextlib.contextmanager
 def scratch_database(admin_url: str) -> Iterator[str]:
     """A new, migrated database, dropped afterwards; yields its owner URL."""
-    name = f"eventcrm_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _with_database(admin_url, name)
-    try:
-        run_migrations(settings_for(url), url)
+    with infra_scratch_database(admin_url, prefix="eventcrm_test") as url:
         yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
