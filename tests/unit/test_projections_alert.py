@@ -21,7 +21,7 @@ from projections import (
 from tests.unit.quality.simulate import at, event, purchase
 
 POLICY = load_policy(default_policy_text())
-MONTHLY = [purchase(f"p{i}", 30 * i) for i in range(6)]  # last purchase on day 150
+MONTHLY = [purchase(f"p{i}", 30 * i) for i in range(6)]  # last purchase on day 150; alert ~266
 FIRST = alert_id_for("c", 1)
 
 
@@ -65,27 +65,27 @@ def test_a_churning_customer_is_escalated_and_then_closed_as_churned() -> None:
 def test_ops_acknowledge_snooze_until_a_time_and_resolve() -> None:
     events = [
         *MONTHLY,
-        ops("a1", "acknowledged", 240),
-        ops("a2", "snoozed", 241, until=at(250).isoformat()),
+        ops("a1", "acknowledged", 280),
+        ops("a2", "snoozed", 281, until=at(290).isoformat()),
     ]
-    found = alerts(events, 252)
+    found = alerts(events, 292)
     assert [to for _, to, _ in found] == ["raised", "acknowledged", "snoozed", "raised"]
-    steps = replay("c", events, POLICY, as_of=at(252))
+    steps = replay("c", events, POLICY, as_of=at(292))
     woke = [c for s in steps for c in s.changes][-1]
-    assert woke.effective_at == at(250)
+    assert woke.effective_at == at(290)
     assert woke.reasons[0].rule == "alert.snooze_ended"
 
 
 def test_an_ops_action_for_another_alert_id_is_ignored() -> None:
-    events = [*MONTHLY, ops("a1", "acknowledged", 240, alert_id="alert-unknown")]
-    assert [to for _, to, _ in alerts(events, 241)] == ["raised"]
+    events = [*MONTHLY, ops("a1", "acknowledged", 280, alert_id="alert-unknown")]
+    assert [to for _, to, _ in alerts(events, 281)] == ["raised"]
 
 
 def test_after_a_manual_resolve_no_new_alert_until_the_customer_recovers() -> None:
-    events = [*MONTHLY, ops("a1", "resolved", 240)]
-    assert [to for _, to, _ in alerts(events, 340)] == ["raised", "resolved"]  # no escalation
-    events += [purchase("back", 340)]  # recovery re-arms; inactivity later raises alert 2
-    found = alerts(events, 600)
+    events = [*MONTHLY, ops("a1", "resolved", 280)]
+    assert [to for _, to, _ in alerts(events, 380)] == ["raised", "resolved"]  # no escalation
+    events += [purchase("back", 380)]  # recovery re-arms; inactivity later raises alert 2
+    found = alerts(events, 700)
     assert found[2] == ("none", "raised", alert_id_for("c", 2))
     assert alert_id_for("c", 2) != FIRST
 
@@ -152,4 +152,4 @@ def test_a_late_event_is_folded_as_if_it_had_arrived_in_order() -> None:
 def test_changes_and_snapshots_serialize_to_json() -> None:
     steps = replay("c", MONTHLY, POLICY, as_of=at(400))
     text = json.dumps([step.to_dict() for step in steps])
-    assert '"policy_version": "2026-11-1"' in text
+    assert '"policy_version": "2026-11-2"' in text

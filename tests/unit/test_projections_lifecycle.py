@@ -26,33 +26,33 @@ def test_registering_alone_keeps_a_customer_a_prospect() -> None:
 
 
 def test_an_inactive_customer_goes_at_risk_then_churned_then_comes_back() -> None:
-    events = [purchase(f"p{i}", 10 * i) for i in range(10)]  # expected interval 19.09 days
+    events = [purchase(f"p{i}", 10 * i) for i in range(10)]  # expected interval 30 days
     events += [purchase("back", 300), purchase("again", 310)]
     found = stages(events, 320)
     assert [stage for stage, _ in found] == [
         "new", "active", "at_risk", "churned", "reactivated", "active",
     ]  # fmt: skip
     at_risk, churned = found[2][1], found[3][1]
-    assert at(137.7) < at_risk < at(137.8)  # 90 + 2.5 * 19.09 days
-    assert churned == at(210)  # 90 + churned_min_days (120 > 5 * 19.09)
+    assert at_risk == at(165)  # 90 + 2.5 * 30 days: (3 * 90 + 90) / (3 + 9) = 30
+    assert churned == at(240)  # 90 + 5 * 30 days (> churned_min_days = 120)
     assert found[4][1] == at(300)
     view = snapshot(fold("c", events, POLICY, as_of=at(320)))
     assert view.stage_entries == {
         "prospect": 1, "new": 1, "active": 2, "at_risk": 1, "churned": 1, "reactivated": 1,
     }  # fmt: skip
-    assert view.stage_days["churned"] == 90
+    assert view.stage_days["churned"] == 60
     assert view.stage_entered_at == at(310)
 
 
 def test_a_purchase_while_at_risk_makes_the_customer_active_again() -> None:
-    events = [purchase(f"p{i}", 10 * i) for i in range(10)] + [purchase("p", 160)]
-    assert [s for s, _ in stages(events, 170)][-2:] == ["at_risk", "active"]
+    events = [purchase(f"p{i}", 10 * i) for i in range(10)] + [purchase("p", 170)]
+    assert [s for s, _ in stages(events, 180)][-2:] == ["at_risk", "active"]
 
 
 def test_one_day_before_the_at_risk_deadline_the_customer_is_still_active() -> None:
     events = [purchase(f"p{i}", 10 * i) for i in range(10)]
-    assert snapshot(fold("c", events, POLICY, as_of=at(137.7))).lifecycle_stage == "active"
-    assert snapshot(fold("c", events, POLICY, as_of=at(137.8))).lifecycle_stage == "at_risk"
+    assert snapshot(fold("c", events, POLICY, as_of=at(164))).lifecycle_stage == "active"
+    assert snapshot(fold("c", events, POLICY, as_of=at(165))).lifecycle_stage == "at_risk"
 
 
 def test_an_active_subscription_keeps_a_customer_engaged_and_cancelling_it_puts_them_at_risk() -> (

@@ -16,7 +16,7 @@ DEFAULT = default_policy_text()
 
 def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
     policy = load_policy(DEFAULT)
-    assert policy.version == "2026-11-1"
+    assert policy.version == "2026-11-2"
     assert policy.base_currency == "USD"
     assert [level.name for level in policy.tier.levels] == ["platinum", "gold", "silver", "bronze"]
     assert {"EUR", "GBP", "JPY", "BRL", "CHF"} <= set(policy.fx)
@@ -32,7 +32,7 @@ def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
             "tier.levels[1].min_revenue: must be a decimal",
         ),
         ("window_days = 365", "window_days = 365\nwindwo = 1", "tier.windwo: unknown key"),
-        ('version = "2026-11-1"', 'version = ""', "version: must be a non-empty string"),
+        ('version = "2026-11-2"', 'version = ""', "version: must be a non-empty string"),
         ('base_currency = "USD"', 'base_currency = "usd"', "base_currency: must be an ISO 4217"),
         ("critical = 70", "critical = 40", "churn.levels: must satisfy watch < warning < critical"),
         ("urgent = 24", "urgent = 0", "churn.tickets.sla_hours.urgent: must be >= 1"),
@@ -52,7 +52,7 @@ def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
         ),
         ("min_purchases = 6 ", "min_purchases = 20 ", "tier.levels[1]: levels must be ordered"),
         ("weight = 70", "weight = true", "churn.inactivity.weight: must be an integer"),
-        ('start_intervals = "0.75"', 'start_intervals = "0.1234567"', "at most 6 decimal places"),
+        ('start_intervals = "1.0"', 'start_intervals = "0.1234567"', "at most 6 decimal places"),
     ],
 )
 def test_an_invalid_policy_is_refused_with_the_key_path(old: str, new: str, message: str) -> None:
@@ -98,7 +98,7 @@ def test_an_event_in_a_currency_without_rates_is_left_out_of_revenue_and_named()
     tier = next(r for r in view.reasons if r.rule == "tier.upgrade")
     assert "XAF" in tier.message
     assert tier.inputs["excluded_no_fx_rate"] == {"XAF": 1}
-    assert tier.policy_version == "2026-11-1"
+    assert tier.policy_version == "2026-11-2"
 
 
 def test_money_in_other_currencies_is_converted_exactly_at_the_event_date() -> None:

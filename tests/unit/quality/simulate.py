@@ -76,7 +76,7 @@ def simulate_customers(
         start = rng.uniform(0, 200)
         churned_at = rng.uniform(start, horizon_days) if rng.random() < 0.5 else None
         end = horizon_days if churned_at is None else churned_at
-        purchases = []
+        purchases: list[InputEvent] = []
         t = start
         while t <= end:
             amount = Decimal(rng.randint(2000, 20000)) / 100
