@@ -24,7 +24,7 @@ from rich.table import Table
 
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
-from adapters.readmodels import ReadModelStore, differences
+from adapters.readmodels import ReadModelStore, differences, rebuild
 from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
@@ -302,6 +302,7 @@ def build_cli(
             raise typer.Exit(EXIT_FAILURE)
 
     _add_projection_commands(app, open_runtime, err)
+    _add_rebuild(app, open_runtime, err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
     _add_tools(app, open_runtime, err, sample, demo)
@@ -386,6 +387,24 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
             f"exported {count} customers as of {instant:%Y-%m-%d %H:%M} UTC "
             f"({count / max(elapsed, 1e-9):,.0f} customers/s)"
         )
+
+
+def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
+    @app.command("rebuild")
+    def rebuild_command(as_of: AsOf = None) -> None:
+        """Recompute every read model from the store; safe while the pipeline runs
+        (a newer live version is never overwritten)."""
+        with open_runtime() as runtime, _progress(err, "rebuilding") as progress:
+            task = progress.add_task("rebuild", total=runtime.store.customer_count())
+            instant = _as_of(runtime, as_of)
+            count = rebuild(
+                runtime.read_models,
+                runtime.store,
+                runtime.reader.policy,
+                as_of=instant,
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+        err.print(f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M} UTC")
 
 
 class ExportFormat(StrEnum):

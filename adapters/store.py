@@ -470,6 +470,15 @@ class CustomerStore(Application[UUID]):
         for customer, version, topic, state, _ in self._scan_events(batch_rows):
             yield customer, version, topic, decode(state)
 
+    def last_positions(self) -> dict[UUID, int]:
+        """Each customer's latest notification id (what a read model has applied)."""
+        statement = SQL(
+            "SELECT originator_id, max(notification_id) AS position FROM {} GROUP BY 1"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement)
+            return {row["originator_id"]: row["position"] for row in curs.fetchall()}
+
     def customer_count(self) -> int:
         statement = SQL("SELECT count(*) AS n FROM {} WHERE originator_version = 1").format(
             Identifier(self.datastore.schema, EVENTS_TABLE)

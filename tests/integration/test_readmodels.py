@@ -11,7 +11,7 @@ import orjson
 import pytest
 from psycopg import sql
 
-from adapters.readmodels import ReadModelStore, StoreStateLoader, differences
+from adapters.readmodels import ReadModelStore, StoreStateLoader, differences, rebuild
 from adapters.readside import ProjectionReader, input_event
 from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerStore
@@ -359,3 +359,22 @@ def test_verify_finds_no_difference_for_a_live_projection_and_reports_a_tampered
 
 def psycopg_connect(store: CustomerStore) -> Any:
     return store.datastore.get_connection()
+
+
+def test_rebuild_recomputes_every_read_model_so_that_verify_finds_nothing(
+    fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    store = make_store(fresh_database_url)
+    for n in range(3):
+        _record_history(store, f"r-{n}", ops=n == 1)
+    readmodels = ReadModelStore(store)
+    as_of = datetime.now(UTC)
+
+    assert rebuild(readmodels, store, POLICY, as_of=as_of) == 3
+    models = {m.customer_id: m for m in readmodels.all()}
+    assert set(models) == {"r-0", "r-1", "r-2"}
+    assert all(m.evaluated_at == as_of for m in models.values())
+    assert list(differences(readmodels, store, POLICY)) == []
+    positions = store.last_positions()
+    assert {m.applied_position for m in models.values()} == set(positions.values())
+    assert rebuild(readmodels, store, POLICY, as_of=as_of) == 3  # idempotent
