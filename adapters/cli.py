@@ -31,7 +31,7 @@ from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.topics import TopicNames
 from domain.customer import InvalidAlertActionError
 from domain.interactions import interaction_json_schema
-from projections import Reason, ReplayStep, Snapshot
+from projections import ReplayStep, Snapshot
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -797,12 +797,6 @@ def _print_verify(result: dict[str, Any]) -> None:
 
 def _money(value: Decimal, currency: str) -> str:
     return f"{value:,.2f} {currency}"
-
-
-def _top_reasons(view: Snapshot, n: int = 3) -> list[Reason]:
-    """The largest current churn contributions (later reasons of a rule supersede earlier)."""
-    latest = {r.rule: r for r in view.reasons if r.points is not None and r.points > 0}
-    return sorted(latest.values(), key=lambda r: -(r.points or 0))[:n]
 
 
 def _print_snapshot(view: Snapshot) -> None:

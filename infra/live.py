@@ -6,7 +6,6 @@ import contextlib
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -189,7 +188,7 @@ def _drive(
         raise TimeoutError(f"the pipeline did not catch up within {timeout:.0f} s")
     store = build_store(settings, url, master_key, as_role=settings.app_role)
     try:
-        views = [_view(model.snapshot) for model in ReadModelStore(store).all()]
+        views = [dict(model.snapshot) for model in ReadModelStore(store).all()]
         at_risk = sorted(
             (v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"])
         )
@@ -204,10 +203,6 @@ def _drive(
     return DemoReport(published, ingested_at, caught_up_at, end, views, customer, steps)
 
 
-def _view(snapshot: Any) -> dict[str, Any]:
-    return dict(snapshot)
-
-
 def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     """(interactions consumed, events stored, events the read models applied)."""
     row = conn.execute(
@@ -218,7 +213,3 @@ def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
-
-
-def tally(views: list[dict[str, Any]], field: str) -> Counter[str]:
-    return Counter(str(v[field]) for v in views)
