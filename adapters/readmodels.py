@@ -12,16 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
-from uuid import UUID
 
 import orjson
 from psycopg.sql import SQL, Composed, Identifier
 
-from adapters.readside import customer_id_of, input_event
-from adapters.store import CustomerStore
+from adapters.readside import ProjectionReader
+from adapters.store import CustomerNotFoundError, CustomerStore
 from projections import (
     CustomerState,
-    InputEvent,
     Policy,
     Snapshot,
     fold,
@@ -221,23 +219,21 @@ class StoreStateLoader:
     `StateLoader` (structurally), used when its in-memory state is stale or missing."""
 
     def __init__(self, store: CustomerStore, policy: Policy) -> None:
-        self._store = store
-        self._policy = policy
+        self._reader = ProjectionReader(store, policy)
 
     def load(self, customer_id: str, *, through_version: int) -> CustomerState:
         """The fold of the events with version ≤ ``through_version``, evaluated at the
         latest of their instants: exactly what applying them live gives, before any
         timer advanced it (the projector's next tick does that)."""
-        events = [
-            event
-            for version, topic, state in self._store.stored_events(customer_id)
-            if version <= through_version
-            and (event := input_event(version, topic, state)) is not None
-        ]
+        policy = self._reader.policy
+        try:
+            events = self._reader.events(customer_id, through_version=through_version)
+        except CustomerNotFoundError:
+            events = []
         if not events:
-            return initial_state(customer_id, self._policy)
+            return initial_state(customer_id, policy)
         as_of = max(event.occurred_at for event in events)
-        return fold(customer_id, events, self._policy, as_of=as_of)
+        return fold(customer_id, events, policy, as_of=as_of)
 
 
 def _rank(row: ProjectedRow) -> tuple[int, datetime]:
@@ -288,13 +284,12 @@ def differences(
 ) -> Iterator[Difference]:
     """Live equals replay (RELIABILITY G6): refold each read model's customer from the
     store, through the version it applied, evaluated at its `evaluated_at`."""
+    reader = ProjectionReader(store, policy)
     for model in read_models.all():
-        stored = store.stored_events(model.customer_id)
-        events = [
-            e
-            for v, topic, state in stored
-            if v <= model.applied_version and (e := input_event(v, topic, state)) is not None
-        ]
+        try:
+            events = reader.events(model.customer_id, through_version=model.applied_version)
+        except CustomerNotFoundError:
+            events = []
         as_of = model.evaluated_at or (events[-1].occurred_at if events else None)
         if as_of is None:
             continue
@@ -333,35 +328,22 @@ def rebuild(
     positions = store.last_positions()
     rows: list[RebuiltRow] = []
     done = 0
-    customer: UUID | None = None
-    customer_id: str | None = None
-    version = 0
-    events: list[InputEvent] = []
-
-    def flush_customer() -> None:
-        if customer is None or customer_id is None:
-            return
-        state = fold(customer_id, events, policy, as_of=as_of)
+    for history in ProjectionReader(store, policy).histories():
+        state = fold(history.customer_id, history.events, policy, as_of=as_of)
         rows.append(
             RebuiltRow(
-                customer_id, snapshot(state), version, positions[customer], next_deadline(state)
+                history.customer_id,
+                snapshot(state),
+                history.version,
+                positions[history.customer],
+                next_deadline(state),
             )
         )
-
-    for originator, v, topic, state in store.scan_stored_events():
-        if originator != customer:
-            flush_customer()
-            customer, customer_id, version, events = originator, customer_id_of(topic, state), 0, []
-            if len(rows) >= batch:
-                read_models.upsert(rows)
-                done += len(rows)
-                rows.clear()
-                on_progress(done)
-        version = v
-        event = input_event(v, topic, state)
-        if event is not None:
-            events.append(event)
-    flush_customer()
+        if len(rows) >= batch:
+            read_models.upsert(rows)
+            done += len(rows)
+            rows.clear()
+            on_progress(done)
     if rows:
         read_models.upsert(rows)
         done += len(rows)

@@ -4,6 +4,7 @@ read commands, the relay (which publishes it) and `verify`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -66,11 +67,17 @@ class ProjectionReader:
         self._store = store
         self.policy = policy
 
-    def events(self, customer_id: str) -> list[InputEvent]:
+    def events(self, customer_id: str, *, through_version: int | None = None) -> list[InputEvent]:
+        """The customer's projection inputs (those with version ≤ `through_version`)."""
         stored = self._store.stored_events(customer_id)
         if not stored:
             raise CustomerNotFoundError(customer_id)
-        return [e for v, topic, state in stored if (e := input_event(v, topic, state)) is not None]
+        return [
+            e
+            for v, topic, state in stored
+            if (through_version is None or v <= through_version)
+            and (e := input_event(v, topic, state)) is not None
+        ]
 
     def customer(self, customer_id: str, *, as_of: datetime) -> Snapshot:
         return snapshot(fold(customer_id, self.events(customer_id), self.policy, as_of=as_of))
@@ -78,18 +85,33 @@ class ProjectionReader:
     def replay(self, customer_id: str, *, as_of: datetime) -> list[ReplayStep]:
         return replay(customer_id, self.events(customer_id), self.policy, as_of=as_of)
 
-    def all_customers(self, *, as_of: datetime) -> Iterator[Snapshot]:
-        """Every customer's snapshot, streaming the events table once in customer order."""
-        customer_id: str | None = None
-        current: UUID | None = None
-        events: list[InputEvent] = []
+    def histories(self) -> Iterator[History]:
+        """Every customer's inputs, streaming the events table once in customer order."""
+        current: History | None = None
         for originator, version, topic, state in self._store.scan_stored_events():
-            if originator != current:
-                if customer_id is not None:
-                    yield snapshot(fold(customer_id, events, self.policy, as_of=as_of))
-                current, customer_id, events = originator, customer_id_of(topic, state), []
+            if current is None or originator != current.customer:
+                if current is not None:
+                    yield current
+                current = History(originator, customer_id_of(topic, state) or "", 0, [])
+            current.version = version
             event = input_event(version, topic, state)
             if event is not None:
-                events.append(event)
-        if customer_id is not None:
-            yield snapshot(fold(customer_id, events, self.policy, as_of=as_of))
+                current.events.append(event)
+        if current is not None:
+            yield current
+
+    def all_customers(self, *, as_of: datetime) -> Iterator[Snapshot]:
+        """Every customer's snapshot as of `as_of`."""
+        for history in self.histories():
+            yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))
+
+
+@dataclass
+class History:
+    """One customer's stored history as the projections see it."""
+
+    customer: UUID
+    customer_id: str
+    version: int
+    """The customer's latest stored version."""
+    events: list[InputEvent]
