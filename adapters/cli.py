@@ -8,7 +8,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -319,6 +319,16 @@ By = Annotated[str, typer.Option("--by", help="who acts (recorded)")]
 Why = Annotated[str, typer.Option("--reason", help="why (recorded)")]
 
 
+@contextmanager
+def _known_customer(err: Console, customer_id: str) -> Iterator[None]:
+    """Turn an unknown customer into a clear message and exit code 1."""
+    try:
+        yield
+    except CustomerNotFoundError:
+        err.print(f"[red]no history for customer {customer_id!r}[/red]")
+        raise typer.Exit(EXIT_FAILURE) from None
+
+
 def _as_of(runtime: Runtime, text: str | None) -> datetime:
     return _parse_instant(text) if text else runtime.clock()
 
@@ -333,12 +343,8 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
         as_json: AsJson = False,
     ) -> None:
         """Tier, lifecycle stage, churn score and level, alert state, and why."""
-        with open_runtime() as runtime:
-            try:
-                view = runtime.reader.customer(customer_id, as_of=_as_of(runtime, as_of))
-            except CustomerNotFoundError:
-                err.print(f"[red]no history for customer {customer_id!r}[/red]")
-                raise typer.Exit(EXIT_FAILURE) from None
+        with open_runtime() as runtime, _known_customer(err, customer_id):
+            view = runtime.reader.customer(customer_id, as_of=_as_of(runtime, as_of))
         if as_json:
             print_json(view.to_dict())
             return
@@ -352,12 +358,8 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
     ) -> None:
         """The fold step by step: each event (and each time-driven change at its own
         instant), the state after it, the changes it caused and why."""
-        with open_runtime() as runtime:
-            try:
-                steps = runtime.reader.replay(customer_id, as_of=_as_of(runtime, as_of))
-            except CustomerNotFoundError:
-                err.print(f"[red]no history for customer {customer_id!r}[/red]")
-                raise typer.Exit(EXIT_FAILURE) from None
+        with open_runtime() as runtime, _known_customer(err, customer_id):
+            steps = runtime.reader.replay(customer_id, as_of=_as_of(runtime, as_of))
         if as_json:
             print_json({"customer_id": customer_id, "steps": [s.to_dict() for s in steps]})
             return
@@ -472,11 +474,8 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
 
     def act(action: str, customer_id: str, by: str, reason: str, until: datetime | None) -> None:
         with open_runtime() as runtime:
-            try:
+            with _known_customer(err, customer_id):
                 view = runtime.reader.customer(customer_id, as_of=runtime.clock())
-            except CustomerNotFoundError:
-                err.print(f"[red]no history for customer {customer_id!r}[/red]")
-                raise typer.Exit(EXIT_FAILURE) from None
             if not view.alert_open or view.alert_id is None:
                 err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
                 raise typer.Exit(EXIT_FAILURE)
