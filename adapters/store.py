@@ -157,7 +157,8 @@ class Item:
 @dataclass
 class _Prepared:
     index: int
-    raw: bytes
+    raw: bytes | Mapping[str, Any]
+    """The item as given; encoded only if it ends up a dead letter."""
     interaction: Interaction
     customer: UUID
     digest: str
@@ -256,9 +257,8 @@ class CustomerStore(Application[UUID]):
     def _validate(self, items: Sequence[Item]) -> _Plan:
         now = self.clock()
         plan = _Plan(outcomes=[None] * len(items))
-        valid: list[tuple[int, bytes, Interaction]] = []
+        valid: list[tuple[int, bytes | Mapping[str, Any], Interaction]] = []
         for index, item in enumerate(items):
-            raw = item.payload if isinstance(item.payload, bytes) else dumps(item.payload)
             decoded: Mapping[str, Any] | None = None
             try:
                 decoded = (
@@ -270,10 +270,10 @@ class CustomerStore(Application[UUID]):
             except InvalidInteraction as exc:
                 plan.outcomes[index] = Outcome("rejected", rejections=exc.rejections)
                 plan.dead_letters.append(
-                    _dead_letter(exc.rejections, raw, item.provenance, decoded)
+                    _dead_letter(exc.rejections, item.payload, item.provenance, decoded)
                 )
                 continue
-            valid.append((index, raw, interaction))
+            valid.append((index, item.payload, interaction))
         keys, forgotten = self.keyring.ensure(customer_uuid(i.customer_id) for _, _, i in valid)
         for index, raw, interaction in valid:
             customer = customer_uuid(interaction.customer_id)
@@ -622,7 +622,7 @@ class ChainReport:
 
 def _dead_letter(
     rejections: Sequence[Rejection],
-    raw: bytes,
+    raw: bytes | Mapping[str, Any],
     provenance: Mapping[str, Any] | None,
     decoded: Mapping[str, Any] | None,
     interaction: Interaction | None = None,
@@ -640,7 +640,7 @@ def _dead_letter(
         field=first.field,
         message=first.message,
         rejections=[r.as_dict() for r in rejections],
-        payload=raw,
+        payload=raw if isinstance(raw, bytes) else dumps(raw),
         source=text("source"),
         event_id=text("event_id"),
         customer_id=text("customer_id"),
