@@ -27,8 +27,8 @@ from adapters.simulate import interactions, simulate
 from bench.common import MASTER_KEY, cli, line, scratch, server
 from bench.common import settings as settings_for
 from domain.interactions import parse_interaction
-from infra.bootstrap import build_store
-from projections import InputEvent, default_policy_text, fold, load_policy, snapshot
+from infra.bootstrap import build_store, default_policy_text
+from projections import InputEvent, fold, load_policy, snapshot
 from tests.unit.quality.simulate import auc
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from infra import kafka
 from infra.embedded import embedded_postgres
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
-from projections import Policy, default_policy_text, load_policy
+from projections import DEFAULT_POLICY_RESOURCE, Policy, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,12 @@ class Services:
     read_models: ReadModelStore
     clock: Callable[[], datetime]
     embedded: bool
+
+
+def default_policy_text() -> str:
+    """The packaged default policy (`projections/default_policy.toml`). Read here, in
+    infra, because projections do no I/O, not even of their own package data."""
+    return resources.files("projections").joinpath(DEFAULT_POLICY_RESOURCE).read_text("utf-8")
 
 
 def load_configured_policy(settings: Settings) -> Policy:

@@ -32,7 +32,6 @@ from projections.policy import (
     DEFAULT_POLICY_RESOURCE,
     Policy,
     PolicyError,
-    default_policy_text,
     load_policy,
 )
 
@@ -55,7 +54,6 @@ __all__ = [
     "advance",
     "alert_id_for",
     "apply",
-    "default_policy_text",
     "fold",
     "initial_state",
     "load_policy",

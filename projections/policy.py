@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Context, Decimal, InvalidOperation
-from importlib import resources
 from typing import Any, Final
 
 from domain.currencies import MINOR_UNITS
@@ -179,11 +178,6 @@ class Policy:
 
 
 # --- loading -----------------------------------------------------------------------
-
-
-def default_policy_text() -> str:
-    """The packaged default policy (package data, not environment: allowed here)."""
-    return resources.files("projections").joinpath(DEFAULT_POLICY_RESOURCE).read_text("utf-8")
 
 
 def load_policy(text: str) -> Policy:

@@ -15,16 +15,9 @@ from adapters.readmodels import ReadModelStore, StoreStateLoader, differences, r
 from adapters.readside import ProjectionReader, input_event
 from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerStore
+from infra.bootstrap import default_policy_text
 from infra.schema import SCHEMA_VERSION, check_schema
-from projections import (
-    Change,
-    Snapshot,
-    default_policy_text,
-    fold,
-    initial_state,
-    load_policy,
-    snapshot,
-)
+from projections import Change, Snapshot, fold, initial_state, load_policy, snapshot
 from streams.projector import (
     ChangePublisher,
     Projector,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from infra.bootstrap import default_policy_text
 from projections import (
     InputEvent,
     advance,
     alert_id_for,
     apply,
-    default_policy_text,
     fold,
     initial_state,
     load_policy,

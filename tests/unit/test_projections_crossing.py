@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from projections import apply, default_policy_text, initial_state, load_policy
+from infra.bootstrap import default_policy_text
+from projections import apply, initial_state, load_policy
 from projections import churn as signals
 from projections.policy import DAY_US
 from tests.unit.quality.simulate import purchase

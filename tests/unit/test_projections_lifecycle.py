@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from projections import InputEvent, default_policy_text, fold, load_policy, replay, snapshot
+from infra.bootstrap import default_policy_text
+from projections import InputEvent, fold, load_policy, replay, snapshot
 from tests.unit.quality.simulate import at, event, purchase
 
 POLICY = load_policy(default_policy_text())

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from projections import PolicyError, default_policy_text, fold, load_policy, snapshot
+from infra.bootstrap import default_policy_text
+from projections import PolicyError, fold, load_policy, snapshot
 from projections.model import to_micros
 from tests.unit.quality.simulate import at, purchase
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infra.bootstrap import default_policy_text
 from projections import (
     CustomerState,
     InputEvent,
     advance,
     alert_id_for,
     apply,
-    default_policy_text,
     fold,
     initial_state,
     load_policy,

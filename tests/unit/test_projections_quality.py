@@ -5,7 +5,8 @@ Run with ``-s`` to see both AUC figures.
 
 from __future__ import annotations
 
-from projections import default_policy_text, fold, load_policy, snapshot
+from infra.bootstrap import default_policy_text
+from projections import fold, load_policy, snapshot
 from tests.unit.quality.simulate import at, auc, simulate_customers
 
 CUTOFF_DAYS = 600

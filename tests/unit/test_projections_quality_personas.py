@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from adapters.simulate import simulate
 from domain.interactions import parse_interaction
-from projections import InputEvent, default_policy_text, fold, load_policy, snapshot
+from infra.bootstrap import default_policy_text
+from projections import InputEvent, fold, load_policy, snapshot
 from tests.unit.quality.simulate import auc
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

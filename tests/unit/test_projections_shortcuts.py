@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 
+from infra.bootstrap import default_policy_text
 from projections import (
     InputEvent,
     advance,
     apply,
-    default_policy_text,
     engine,
     fold,
     initial_state,

@@ -9,7 +9,8 @@ import random
 import time
 from decimal import Decimal
 
-from projections import InputEvent, default_policy_text, fold, load_policy
+from infra.bootstrap import default_policy_text
+from projections import InputEvent, fold, load_policy
 from tests.unit.quality.simulate import at, event
 
 MIX = [

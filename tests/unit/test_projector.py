@@ -14,11 +14,11 @@ import pytest
 
 from adapters.simulate import simulate
 from domain.interactions import parse_interaction
+from infra.bootstrap import default_policy_text
 from projections import (
     Change,
     CustomerState,
     InputEvent,
-    default_policy_text,
     fold,
     initial_state,
     load_policy,
