@@ -131,7 +131,7 @@ def chain_hashes(stored_events: Sequence[StoredEvent], previous: dict[UUID, byte
 
 
 def read_previous_links(
-    curs: Cursor[Any], schema: str, stored_events: Sequence[StoredEvent]
+    curs: Cursor[DictRow], schema: str, stored_events: Sequence[StoredEvent]
 ) -> dict[UUID, bytes]:
     """The chain hash just before each customer's first new event (call under the lock)."""
     firsts: dict[UUID, int] = {}
@@ -144,12 +144,7 @@ def read_previous_links(
         return {}
     curs.execute(chain_heads_sql(schema), (list(firsts), list(firsts.values())), binary=True)
     rows = curs.fetchall()
-    return {
-        row["originator_id"] if isinstance(row, dict) else row[0]: bytes(
-            row["chain_hash"] if isinstance(row, dict) else row[2]
-        )
-        for row in rows
-    }
+    return {row["originator_id"]: bytes(row["chain_hash"]) for row in rows}
 
 
 class CustomerRecorder(PostgresProcessRecorder):

@@ -509,7 +509,7 @@ class CustomerStore(Application[UUID]):
             try:
                 state = self.pii_mapper.decode_state(customer, state_bytes)
             except CryptoError:
-                state = self.transcoder_only(state_bytes)
+                state = self.state_transcoder.decode(state_bytes)
                 state["personal"] = None
                 state["personal_unreadable"] = True
             entries.append(
@@ -527,33 +527,27 @@ class CustomerStore(Application[UUID]):
             previous = stored_hash
         return entries
 
-    def transcoder_only(self, state_bytes: bytes) -> dict[str, Any]:
-        state: dict[str, Any] = self.pii_mapper.transcoder.decode(state_bytes)
-        return state
-
     def verify_chains(self, *, batch_rows: int = 10_000) -> ChainReport:
         """Recompute every customer's chain from the stored bytes; report the first break."""
         report = ChainReport()
+        current: UUID | None = None
+        previous, expected, broken = GENESIS, 1, False
         for customer, version, topic, state, stored in self._scan_events(batch_rows):
-            if customer != report.current:
-                report.current = customer
+            if customer != current:
+                current, previous, expected, broken = customer, GENESIS, 1, False
                 report.customers += 1
-                report.previous = GENESIS
-                report.expected_version = 1
-                report.broken_current = False
             report.events += 1
-            if report.broken_current:
+            if broken:
                 continue
-            if version != report.expected_version:
-                report.add_break(
-                    customer, version, f"version gap: expected v{report.expected_version}"
-                )
+            if version != expected:
+                reason = f"version gap: expected v{expected}"
+            elif link(previous, customer, version, topic, state) != stored:
+                reason = "chain hash does not match the stored bytes"
+            else:
+                previous, expected = stored, version + 1
                 continue
-            if link(report.previous, customer, version, topic, state) != stored:
-                report.add_break(customer, version, "chain hash does not match the stored bytes")
-                continue
-            report.previous = stored
-            report.expected_version = version + 1
+            report.breaks.append(ChainBreak(customer, version, reason))
+            broken = True
         return report
 
     def _scan_events(self, batch_rows: int) -> Iterator[tuple[UUID, int, str, bytes, bytes]]:
@@ -606,14 +600,6 @@ class ChainReport:
     customers: int = 0
     events: int = 0
     breaks: list[ChainBreak] = field(default_factory=list)
-    current: UUID | None = None
-    previous: bytes = GENESIS
-    expected_version: int = 1
-    broken_current: bool = False
-
-    def add_break(self, customer: UUID, version: int, reason: str) -> None:
-        self.breaks.append(ChainBreak(customer, version, reason))
-        self.broken_current = True
 
     @property
     def ok(self) -> bool:
