@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from infra.bootstrap import scratch_database, with_database
+from infra.bootstrap import scratch_database
 from infra.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -39,10 +39,6 @@ def server() -> Iterator[str]:
     yield url
 
 
-def with_db(url: str, name: str, user: str | None = None) -> str:
-    return with_database(url, name, user=user)
-
-
 @contextlib.contextmanager
 def scratch(admin_url: str) -> Iterator[str]:
     """A fresh migrated database; yields its owner URL and drops it afterwards."""
@@ -58,9 +54,7 @@ def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
     """Run the real `eventcrm` console script against `url` as the application role."""
     env = {
         **os.environ,
-        "EVENTCRM_DATABASE_URL": with_db(
-            url, psycopg.conninfo.conninfo_to_dict(url)["dbname"], "eventcrm_app"
-        ),
+        "EVENTCRM_DATABASE_URL": psycopg.conninfo.make_conninfo(url, user="eventcrm_app"),
         "EVENTCRM_ADMIN_DATABASE_URL": url,
         "EVENTCRM_MASTER_KEY": MASTER_KEY,
     }

@@ -22,7 +22,7 @@ from adapters import pgcopy
 from adapters.codec import StateTranscoder
 from adapters.crypto import MasterKey
 from adapters.simulate import interactions
-from bench.common import MASTER_KEY, cli, line, scratch, server, with_db
+from bench.common import MASTER_KEY, cli, line, scratch, server
 from bench.common import settings as settings_for
 from domain.customer import interaction_fields
 from domain.interactions import parse_interaction
@@ -107,7 +107,7 @@ def record_rate(admin_url: str) -> float:
     with scratch(admin_url) as url:
         store = build_store(
             settings_for(url),
-            with_db(url, psycopg.conninfo.conninfo_to_dict(url)["dbname"]),
+            url,
             MasterKey.from_text(MASTER_KEY),
             as_role="eventcrm_app",
         )

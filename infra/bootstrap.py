@@ -240,13 +240,9 @@ def kafka_access(settings: Settings) -> Iterator[KafkaClients]:
     yield KafkaClients(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))
 
 
-def with_database(url: str, name: str, *, user: str | None = None) -> str:
-    """The same server connection, to another database (and optionally as another role)."""
-    info = conninfo_to_dict(url)
-    info["dbname"] = name
-    if user:
-        info["user"] = user
-    return make_conninfo(**{k: str(v) for k, v in info.items()})
+def with_database(url: str, name: str) -> str:
+    """The same server connection, to another database."""
+    return make_conninfo(url, dbname=name)
 
 
 def recreate_database(owner_url: str, name: str) -> str:
