@@ -27,9 +27,15 @@ from adapters.store import CustomerStore, Item, Outcome, StalePositionError
 log = logging.getLogger(__name__)
 
 
-def position_name(topic: str, partition: int) -> str:
-    """The tracking name of one topic-partition (the position is its last applied offset)."""
-    return f"ingest:{topic}:{partition}"
+def position_name(topic: str, partition: int, incarnation: str = "") -> str:
+    """The tracking name of one topic-partition (the position is its last applied offset).
+
+    ``incarnation`` is the topic's id (`adapters.topics.TopicWatch`): a topic re-created
+    after the broker lost its data starts again at offset 0, under fresh names, so a
+    position from before the reset can never make the new records look consumed.
+    """
+    name = f"{topic}@{incarnation}" if incarnation else topic
+    return f"ingest:{name}:{partition}"
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Ingest:
         poll_timeout_ms: int = 200,
         on_batch: Callable[[BatchResult], None] = lambda result: None,
         retry_pause: float = 1.0,
+        incarnation: str = "",
     ) -> None:
         self._store = store
         self._consumer = consumer
@@ -70,17 +77,21 @@ class Ingest:
         self._poll_timeout_ms = poll_timeout_ms
         self._on_batch = on_batch
         self._retry_pause = retry_pause
+        self._incarnation = incarnation
 
     def start(self) -> None:
         self._consumer.subscribe([self._topic], listener=_SeekToStoredPositions(self))
 
     def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
-            stored = self._store.position(position_name(tp.topic, tp.partition))
+            stored = self._store.position(self._position_name(tp))
             if stored is None:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, stored + 1)
+
+    def _position_name(self, tp: TopicPartition) -> str:
+        return position_name(tp.topic, tp.partition, self._incarnation)
 
     def step(self) -> BatchResult:
         """Poll one batch and record it; on a store failure rewind and pause."""
@@ -106,7 +117,7 @@ class Ingest:
             tp = TopicPartition(record.topic, record.partition)
             last[tp] = max(last.get(tp, -1), record.offset)
             first[tp] = min(first.get(tp, record.offset), record.offset)
-        positions = [Tracking(position_name(tp.topic, tp.partition), o) for tp, o in last.items()]
+        positions = [Tracking(self._position_name(tp), o) for tp, o in last.items()]
         try:
             outcomes = self._store.record(items, positions=positions)
         except StalePositionError:

@@ -17,7 +17,9 @@ import orjson
 from psycopg.sql import SQL, Composed, Identifier
 
 from adapters.readside import ProjectionReader
+from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerNotFoundError, CustomerStore
+from domain.customer import customer_uuid
 from projections import (
     CustomerState,
     Policy,
@@ -33,6 +35,7 @@ _NEVER: Final = datetime.min.replace(tzinfo=UTC)
 
 _COLUMNS: Final = (
     "customer_id",
+    "originator_id",
     "applied_version",
     "applied_position",
     "next_deadline",
@@ -46,7 +49,7 @@ _COLUMNS: Final = (
     "snapshot",
 )
 _UNNEST_ARGS: Final = SQL(
-    "%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], "
+    "%s::text[], %s::uuid[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], "
     "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], "
     "%s::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
 )
@@ -130,7 +133,11 @@ class ReadModelStore:
         self._page = SQL(
             "SELECT * FROM {} WHERE customer_id > %s ORDER BY customer_id LIMIT %s"
         ).format(table)
-        self._min_position = SQL("SELECT min(applied_position) AS p FROM {}").format(table)
+        self._first_unapplied = SQL(
+            "SELECT min(e.notification_id) AS p FROM {events} e "
+            "LEFT JOIN {table} rm ON rm.originator_id = e.originator_id "
+            "WHERE e.originator_version > coalesce(rm.applied_version, 0)"
+        ).format(events=Identifier(self._datastore.schema, EVENTS_TABLE), table=table)
         self._due = SQL(
             "SELECT customer_id, applied_version, applied_position FROM {} "
             "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
@@ -155,6 +162,7 @@ class ReadModelStore:
         snapshots = [row.snapshot for row in ordered]
         params = (
             [row.customer_id for row in ordered],
+            [customer_uuid(row.customer_id) for row in ordered],
             [row.applied_version for row in ordered],
             [row.applied_position for row in ordered],
             [row.next_deadline for row in ordered],
@@ -191,16 +199,19 @@ class ReadModelStore:
                 return
             after = rows[-1]["customer_id"]
 
-    def min_position(self) -> int | None:
-        """The lowest applied position of any read model (None: there are none).
+    def first_unapplied(self) -> int | None:
+        """The lowest notification id of a stored event no read model has applied yet
+        (None: every event is applied).
 
         After the broker lost its data, re-publishing `customer-events` from here on
-        redelivers every event some read model may lack; the rest are duplicates the
-        projector ignores. (A customer with no read model at all is not covered: the
-        relay's own position bounds those.)
+        redelivers every event a projector still needs; everything later that was
+        applied already is a duplicate the projector ignores. One hash join of the
+        events with the read models (a full scan of both: it runs once per broker
+        reset, not per event). Rows without an ``originator_id`` (written before
+        schema v3) count as having applied nothing.
         """
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._min_position)
+            curs.execute(self._first_unapplied)
             row = curs.fetchone()
         return None if row is None or row["p"] is None else int(row["p"])
 

@@ -7,6 +7,14 @@ per-customer order; a repeat is byte-identical, and consumers dedupe by version.
 dead letters table is relayed the same way to the DLQ topic. Exactly one relay is
 active: it holds a PostgreSQL advisory lock on a connection of its own, and a second
 relay waits as a hot standby.
+
+Positions are kept per *incarnation* of each topic (its topic id, see
+`adapters.topics.TopicWatch`). When the broker lost its data, the re-created
+`customer-events` is a new incarnation without a position: the relay starts it at the
+first stored event that no read model has applied yet (``needed_from``), so the
+projectors get back everything the lost topic still owed them and nothing they have
+(a redelivered duplicate would be ignored anyway). A new DLQ incarnation gets every
+dead letter again: a repeat is allowed there, a loss is not.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from base64 import b64encode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -33,6 +41,13 @@ log = logging.getLogger(__name__)
 
 EVENTS_POSITION = "relay:customer-events"
 DLQ_POSITION = "relay:dead-letters"
+
+
+def position_name(base: str, incarnation: str = "") -> str:
+    """``EVENTS_POSITION`` or ``DLQ_POSITION`` for one incarnation of its topic."""
+    return f"{base}@{incarnation}" if incarnation else base
+
+
 LOCK_KEY = 0x6576_6372_6D72  # "evcrmr": the relay's advisory lock
 
 
@@ -53,7 +68,13 @@ class Relay:
         conninfo: str,
         batch_size: int = 2000,
         idle_wait: float = 1.0,
+        events_incarnation: str = "",
+        dlq_incarnation: str = "",
+        needed_from: Callable[[], int | None] | None = None,
     ) -> None:
+        """``needed_from`` returns the lowest notification id some projector still
+        needs (None: none): where a new `customer-events` incarnation starts. Without
+        it, a new incarnation starts at the beginning of the log."""
         self._store = store
         self._producer = producer
         self._events_topic = events_topic
@@ -62,6 +83,11 @@ class Relay:
         self._batch_size = batch_size
         self._idle_wait = idle_wait
         self._customer_ids: dict[UUID, str] = {}
+        self.events_position_name = position_name(EVENTS_POSITION, events_incarnation)
+        self.dlq_position_name = position_name(DLQ_POSITION, dlq_incarnation)
+        self._needed_from = needed_from
+        self._events_at: int | None = None
+        """The events position, cached: this relay is its only writer while it leads."""
         schema = store.datastore.schema
         self._first_event = SQL(
             "SELECT originator_id, topic, state FROM {} "
@@ -84,7 +110,29 @@ class Relay:
             yield conn
 
     def position(self) -> int:
-        return self._store.position(EVENTS_POSITION) or 0
+        """The last notification published to this incarnation of `customer-events`."""
+        if self._events_at is None:
+            self._events_at = self._store.position(self.events_position_name)
+        if self._events_at is None:
+            self._events_at = self._starting_position()
+        return self._events_at
+
+    def _starting_position(self) -> int:
+        if self._needed_from is None:
+            return 0
+        first = self._needed_from()
+        if first is None:  # every stored event is applied: nothing is owed
+            last: int | None = self._store.recorder.max_notification_id()
+            start = last or 0
+        else:
+            start = first - 1
+        log.warning(
+            "relay: %s has no position (a new topic incarnation); publishing from "
+            "notification %d, the first one a projector still needs",
+            self.events_position_name,
+            start + 1,
+        )
+        return start
 
     def publish_events(self) -> int:
         """Publish the next batch of notifications; returns how many were published."""
@@ -113,11 +161,12 @@ class Relay:
             )
             self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
         self._producer.flush()
-        self._set_position(EVENTS_POSITION, notifications[-1].id)
+        self._set_position(self.events_position_name, notifications[-1].id)
+        self._events_at = notifications[-1].id
         return len(notifications)
 
     def publish_dead_letters(self) -> int:
-        start = self._store.position(DLQ_POSITION) or 0
+        start = self._store.position(self.dlq_position_name) or 0
         with self._store.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._dead_letters, (start, self._batch_size))
             rows = curs.fetchall()
@@ -138,7 +187,7 @@ class Relay:
             key = row["customer_id"].encode() if row["customer_id"] else None
             self._producer.send(self._dlq_topic, key=key, value=value)
         self._producer.flush()
-        self._set_position(DLQ_POSITION, rows[-1]["id"])
+        self._set_position(self.dlq_position_name, rows[-1]["id"])
         return len(rows)
 
     def _set_position(self, name: str, value: int) -> None:
@@ -164,6 +213,7 @@ class Relay:
     def run(self, stop: threading.Event) -> None:
         """Publish until stopped; woken by NOTIFY, polling as the fallback."""
         with self.leadership() as conn:
+            self._events_at = None  # re-read: another relay may have led meanwhile
             while not stop.is_set():
                 published = self.publish_events() + self.publish_dead_letters()
                 if published == 0:

@@ -174,3 +174,56 @@ def _create(
         created.add(result["name"])
     log.info("created topics %s", sorted(created))
     return frozenset(created)
+
+
+class TopicWatch:
+    """Tells when the broker lost topics: Kafka is disposable (DESIGN, RELIABILITY).
+
+    A topic re-created after the broker lost its data (Tansu's memory store after a
+    restart; a rebuilt cluster) gets a new topic id, and its offsets start at 0 again.
+    Nothing else says so: Tansu answers a fetch past the new log end with no records
+    and no error (docs/streams-notes.md). So every position kept across the reset — a
+    consumer's in memory, the ingest's in PostgreSQL, the relay's — would silently
+    skip records. The topic id is therefore the *incarnation* of a topic: positions
+    are kept per incarnation, and a change of any id means "restart the clients".
+
+    Metadata requests do not make Tansu auto-create topics, so polling is harmless.
+    """
+
+    def __init__(self, bootstrap: str, names: Iterable[str], *, timeout_s: float = 10.0) -> None:
+        self._bootstrap = bootstrap
+        self._names = list(dict.fromkeys(names))
+        self._timeout_ms = int(timeout_s * 1000)
+        self._admin: KafkaAdminClient | None = None
+
+    def ids(self) -> dict[str, str | None]:
+        """Each topic's id now (None: the topic does not exist, or the broker does not
+        report ids). Raises a `kafka.errors.KafkaError` if the broker cannot be asked."""
+        if self._admin is None:
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self._bootstrap,
+                client_id="eventcrm-watch",
+                request_timeout_ms=self._timeout_ms,
+                bootstrap_timeout_ms=self._timeout_ms,
+            )
+        try:
+            described = self._admin.describe_topics(self._names)
+        except Exception:
+            self.close()
+            raise
+        found = {
+            topic["name"]: (str(topic["topic_id"]) if topic.get("topic_id") else None)
+            for topic in described
+            if topic.get("error_code", 0) == 0
+        }
+        return {name: found.get(name) for name in self._names}
+
+    def close(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            admin.close()
+
+
+def incarnation_of(topic_id: str | None) -> str:
+    """The incarnation tag of a topic in position names ("" if the broker gives no ids)."""
+    return "" if topic_id is None or topic_id.strip("0-") == "" else topic_id

@@ -22,7 +22,7 @@ from adapters.recorder import (
 )
 from domain.errors import EventcrmError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -127,7 +127,20 @@ def _v2(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
-MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1, 2: _v2}
+def _v3(role: str) -> list[sql.Composed | sql.SQL]:
+    """Read models name their aggregate too, so "which stored events has no read model
+    applied yet" is one join with the events table: where the relay re-publishes from
+    after the broker lost its data. Rows written before stay NULL, which counts as
+    "nothing applied" (safe: more is re-published, duplicates are ignored)."""
+    del role
+    table = sql.Identifier("read_models")
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS originator_id uuid").format(table),
+        sql.SQL("DROP INDEX IF EXISTS read_models_applied_position_idx"),
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def migrate(datastore: PostgresDatastore, *, app_role: str) -> int:

@@ -9,6 +9,13 @@ starts and closes them when it ends, so the supervisor restarts a crashed role w
 fresh ones: a permanently failed idempotent producer is replaced, never reused
 (RELIABILITY G5, G12). Topics are provisioned before any client touches them, since
 the embedded broker would otherwise auto-create them with 4 partitions.
+
+Kafka is disposable. A watcher polls the topics' ids (`adapters.topics.TopicWatch`);
+when the broker lost its data it re-provisions the topics and restarts every role on
+the new incarnation: the ingest reads the re-created `interactions` from offset 0
+under fresh position names, the relay re-publishes from the first event a projector
+still needs, and the projector joins a consumer group named after the incarnation,
+so offsets an old client committed into the new broker are never read.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from kafka import KafkaProducer
@@ -28,7 +37,7 @@ from adapters.ingest import Ingest
 from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.relay import Relay, RelayLockedError
 from adapters.store import CustomerStore
-from adapters.topics import TopicNames, ensure_topics
+from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
 from infra.bootstrap import build_store, load_configured_policy
 from infra.kafka import consumer, producer
 from infra.settings import Settings
@@ -50,11 +59,43 @@ class Tuning:
     restart_pause: float = 1.0
     """Pause before restarting a role that died (and between standby relay attempts)."""
     tick_interval: float = 1.0
+    watch_interval: float = 1.0
+    """How often the topics' ids are checked for a broker that lost its data."""
     group_prefix: str = "eventcrm"
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The projector timer's clock (tests drive time with their own)."""
 
     @classmethod
-    def fast(cls) -> Tuning:
-        return cls(session_timeout=2.0, heartbeat_interval=0.5, restart_pause=0.5)
+    def fast(cls, **overrides: object) -> Tuning:
+        settings: dict[str, object] = {
+            "session_timeout": 2.0,
+            "heartbeat_interval": 0.5,
+            "restart_pause": 0.5,
+            "watch_interval": 0.5,
+        }
+        settings.update(overrides)
+        return cls(**settings)  # type: ignore[arg-type]
+
+
+class Life(threading.Event):
+    """One life of a role: ends when the pipeline stops or when the role must restart
+    (a broker reset). Roles take it as their ``stop`` event."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self._stop = stop
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.1 if end is None else min(0.1, end - time.monotonic())
+            if left <= 0:
+                break
+            super().wait(left)
+        return self.is_set()
 
 
 class KafkaRecordPublisher:
@@ -124,9 +165,26 @@ class Pipeline:
         self.as_role = as_role
         self.tuning = tuning
         self.topics = TopicNames(prefix=settings.topic_prefix)
+        self.topic_ids: dict[str, str | None] = {}
+        self._lives: dict[str, Life] = {}
+        self._lives_lock = threading.Lock()
+
+    def incarnation(self, topic: str) -> str:
+        return incarnation_of(self.topic_ids.get(topic))
 
     def run(self, roles: set[str], stop: threading.Event) -> None:
+        watch = TopicWatch(self.bootstrap, self.topics.all())
+        try:
+            self._provision(watch)
+            self._run(roles, stop, watch)
+        finally:
+            watch.close()
+
+    def _provision(self, watch: TopicWatch) -> None:
         ensure_topics(self.bootstrap, self.topics.all(), partitions=self.topics.partitions())
+        self.topic_ids = watch.ids()
+
+    def _run(self, roles: set[str], stop: threading.Event, watch: TopicWatch) -> None:
         targets: dict[str, Callable[[threading.Event], None]] = {
             "ingest": self.ingest,
             "relay": self.relay,
@@ -143,22 +201,65 @@ class Pipeline:
         ]
         for thread in threads:
             thread.start()
+        while not stop.wait(self.tuning.watch_interval):
+            self.watch(watch)
         for thread in threads:
             thread.join()
+
+    def watch(self, watch: TopicWatch) -> bool:
+        """One check of the topics' ids; on a change, re-provision and restart every
+        role. Returns whether the broker was found reset."""
+        try:
+            ids = watch.ids()
+        except Exception as exc:  # noqa: BLE001 - the broker may be down: ask again later
+            log.debug("watch: cannot describe topics: %s", exc)
+            return False
+        if ids == self.topic_ids:
+            return False
+        changed = sorted(name for name in ids if ids[name] != self.topic_ids.get(name))
+        log.warning("the broker lost topics %s (new or missing ids): re-provisioning", changed)
+        try:
+            self._provision(watch)
+        except Exception:
+            log.exception("watch: re-provisioning failed; trying again")
+            return False
+        with self._lives_lock:
+            lives = list(self._lives.values())
+        for life in lives:
+            life.set()
+        return True
 
     def supervise(
         self, name: str, target: Callable[[threading.Event], None], stop: threading.Event
     ) -> None:
-        """Run ``target`` until ``stop``; restart it after a pause if it dies (G12)."""
+        """Run ``target`` until ``stop``; restart it after a pause if it dies (G12), and
+        at once when the watcher ends its life (a broker reset)."""
         while not stop.is_set():
+            life = Life(stop)
+            with self._lives_lock:
+                self._lives[name] = life
             try:
-                target(stop)
+                target(life)
             except Exception:
-                log.exception("role %s died; restarting in %.1fs", name, self.tuning.restart_pause)
+                if not life.is_set():
+                    log.exception(
+                        "role %s died; restarting in %.1fs", name, self.tuning.restart_pause
+                    )
             else:
-                if not stop.is_set():
+                if not life.is_set():
                     log.warning("role %s returned early; restarting", name)
+            if stop.is_set():
+                return
+            if life.is_set():
+                log.warning("role %s restarts on the new topic incarnations", name)
+                continue
             stop.wait(self.tuning.restart_pause)
+
+    def group(self, role: str, incarnation: str) -> str:
+        """A consumer group per topic incarnation: offsets a client of the old broker
+        commits into the new one after a reset land in a group nobody reads."""
+        suffix = f"-{incarnation[:8]}" if incarnation else ""
+        return f"{self.tuning.group_prefix}-{role}{suffix}"
 
     def store(self) -> CustomerStore:
         return build_store(self.settings, self.app_url, self.master_key, as_role=self.as_role)
@@ -168,9 +269,10 @@ class Pipeline:
     def ingest(self, stop: threading.Event) -> None:
         store = self.store()
         try:
+            incarnation = self.incarnation(self.topics.interactions)
             client = consumer(
                 self.bootstrap,
-                group_id=f"{self.tuning.group_prefix}-ingest",
+                group_id=self.group("ingest", incarnation),
                 session_timeout_ms=int(self.tuning.session_timeout * 1000),
             )
             try:
@@ -180,6 +282,7 @@ class Pipeline:
                     topic=self.topics.interactions,
                     batch_size=self.settings.record_batch_size,
                     retry_pause=self.tuning.restart_pause,
+                    incarnation=incarnation,
                 ).run(stop)
             finally:
                 client.close()
@@ -196,6 +299,9 @@ class Pipeline:
                 events_topic=self.topics.customer_events,
                 dlq_topic=self.topics.interactions_dlq,
                 conninfo=self.app_url,
+                events_incarnation=self.incarnation(self.topics.customer_events),
+                dlq_incarnation=self.incarnation(self.topics.interactions_dlq),
+                needed_from=ReadModelStore(store).first_unapplied,
             )
             while not stop.is_set():
                 try:
@@ -224,7 +330,7 @@ class Pipeline:
                 )
 
             served = build_app(
-                app_id=f"{self.tuning.group_prefix}-projector",
+                app_id=self.group("projector", self.incarnation(self.topics.customer_events)),
                 bootstrap=self.bootstrap,
                 topics=self.topics,
                 projector_factory=projector,
@@ -235,6 +341,7 @@ class Pipeline:
                 session_timeout=self.tuning.session_timeout,
                 heartbeat_interval=self.tuning.heartbeat_interval,
                 retry_pause=self.tuning.restart_pause,
+                clock=self.tuning.clock,
             )
             await served.run(stop)
         finally:

@@ -25,9 +25,10 @@ from adapters.ingest import position_name
 from adapters.readmodels import ReadModel, ReadModelStore
 from adapters.readside import ProjectionReader
 from adapters.relay import DLQ_POSITION
+from adapters.relay import position_name as relay_position
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
-from adapters.topics import TopicNames, ensure_topics
+from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
@@ -114,9 +115,14 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     names = TopicNames(prefix=prefix)
     counts = names.partitions()
     ensure_topics(broker.bootstrap, names.all(), partitions=counts)
+    watch = TopicWatch(broker.bootstrap, names.all())
+    incarnations = {name: incarnation_of(topic_id) for name, topic_id in watch.ids().items()}
+    watch.close()
+    assert all(incarnations.values()), "the broker reports topic ids"
+    dlq_position = relay_position(DLQ_POSITION, incarnations[names.interactions_dlq])
+    store: CustomerStore = make_store(fresh_database_url)
     settings = settings_for(fresh_database_url, topic_prefix=prefix)
     assert settings.master_key is not None
-    store: CustomerStore = make_store(fresh_database_url)
     read_models = ReadModelStore(store)
 
     simulation = simulate(customers=60, seed=23, end=END)
@@ -169,7 +175,7 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
             # The timer fired for every deadline already past, and the relay sent
             # the dead letters on.
             overdue = read_models.due(datetime.now(UTC) - timedelta(seconds=3))
-            return not overdue and store.position(DLQ_POSITION) == last_dead_letter_id(
+            return not overdue and store.position(dlq_position) == last_dead_letter_id(
                 fresh_database_url
             )
 
@@ -184,7 +190,12 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     consumed = sum(
         position + 1
         for p in range(counts[names.interactions])
-        if (position := store.position(position_name(names.interactions, p))) is not None
+        if (
+            position := store.position(
+                position_name(names.interactions, p, incarnations[names.interactions])
+            )
+        )
+        is not None
     )
     assert consumed == published
     stored_keys = count(fresh_database_url, "interaction_keys")

@@ -14,7 +14,8 @@ from psycopg import sql
 from adapters.readmodels import ReadModelStore, StoreStateLoader, differences, rebuild
 from adapters.readside import ProjectionReader, input_event
 from adapters.recorder import EVENTS_TABLE
-from adapters.store import CustomerStore
+from adapters.store import CustomerStore, Item
+from domain.customer import customer_uuid
 from infra.bootstrap import default_policy_text
 from infra.schema import SCHEMA_VERSION, check_schema
 from projections import Change, Snapshot, fold, initial_state, load_policy, snapshot
@@ -26,6 +27,7 @@ from streams.projector import (
     StateLoader,
 )
 from tests.conftest import StoreFactory
+from tests.integration.test_store import purchase as store_purchase
 from tests.unit.quality.simulate import at, purchase
 
 pytestmark = pytest.mark.integration
@@ -61,9 +63,9 @@ def readmodels(store: CustomerStore) -> ReadModelStore:
     return ReadModelStore(store)
 
 
-def test_the_schema_is_at_version_two_with_read_models(store: CustomerStore) -> None:
+def test_the_schema_is_at_version_three_with_read_models(store: CustomerStore) -> None:
     check_schema(store.datastore)
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     with store.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute("SELECT to_regclass('read_models') IS NOT NULL AS present")
         row = curs.fetchone()
@@ -146,7 +148,6 @@ def test_a_batch_naming_a_customer_twice_keeps_its_newest_row(
 
 def test_ops_queries_see_the_whole_table(fresh_database_url: str, make_store: StoreFactory) -> None:
     readmodels = ReadModelStore(make_store(fresh_database_url), page_size=2)
-    assert readmodels.min_position() is None
     readmodels.upsert(
         [
             _row("c1", 3, position=120, deadline=at(40)),
@@ -157,10 +158,44 @@ def test_ops_queries_see_the_whole_table(fresh_database_url: str, make_store: St
         ]
     )
 
-    assert readmodels.min_position() == 77
     assert [m.customer_id for m in readmodels.all()] == ["c1", "c2", "c3", "c4", "c5"]
     assert readmodels.due(at(45)) == [("c1", 3, 120), ("c5", 2, 99), ("c2", 2, 77)]
     assert readmodels.due(at(39)) == []
+
+
+def test_first_unapplied_is_the_first_stored_event_no_read_model_has_applied(
+    fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    store = make_store(fresh_database_url)
+    readmodels = ReadModelStore(store)
+    assert readmodels.first_unapplied() is None, "no events: nothing is owed"
+    store.record(
+        [
+            Item(store_purchase("a", "a-1")),
+            Item(store_purchase("b", "b-1")),
+            Item(store_purchase("a", "a-2")),
+        ]
+    )
+    with store.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(
+            sql.SQL(
+                "SELECT originator_id, originator_version, notification_id FROM {} "
+                "ORDER BY notification_id"
+            ).format(sql.Identifier(EVENTS_TABLE))
+        )
+        ids = {
+            (r["originator_id"], r["originator_version"]): r["notification_id"]
+            for r in curs.fetchall()
+        }
+    a, b = customer_uuid("a"), customer_uuid("b")
+    assert readmodels.first_unapplied() == min(ids.values()), "no read model: all owed"
+
+    readmodels.upsert([_row("a", 3, position=ids[a, 3]), _row("b", 1, position=ids[b, 1])])
+    assert readmodels.first_unapplied() == ids[b, 2]
+    readmodels.upsert([_row("b", 2, position=ids[b, 2])])
+    assert readmodels.first_unapplied() is None, "everything applied"
+    store.record([Item(store_purchase("a", "a-3"))])
+    assert (readmodels.first_unapplied() or 0) > max(ids.values())
 
 
 def test_the_application_role_may_delete_read_models_but_not_events(
