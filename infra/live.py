@@ -81,6 +81,7 @@ def serve(settings: Settings, roles: set[str], *, say: Callable[[str], None]) ->
                 app_url=live.app_url,
                 master_key=live.master_key,
                 as_role=live.as_role,
+                tuning=Tuning.from_settings(settings),
             )
         finally:
             for sig, handler in handlers.items():

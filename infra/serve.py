@@ -66,6 +66,11 @@ class Tuning:
     """The projector timer's clock (tests drive time with their own)."""
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> Tuning:
+        session = settings.kafka_session_timeout_seconds
+        return cls(session_timeout=session, heartbeat_interval=session / 4)
+
+    @classmethod
     def fast(cls, **overrides: object) -> Tuning:
         settings: dict[str, object] = {
             "session_timeout": 2.0,

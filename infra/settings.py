@@ -34,6 +34,10 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     topic_prefix: str = "eventcrm."
+    kafka_session_timeout_seconds: float = 6.0
+    """Consumer-group session timeout of the ingest and projector roles. A group's first
+    join takes about half of it on the embedded broker (docs/streams-notes.md); on a
+    real cluster 30-45 s rides out pauses better. Heartbeats go at a quarter of it."""
     policy: Path | None = None
 
     max_future_skew_seconds: float = 300.0
