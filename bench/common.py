@@ -50,6 +50,29 @@ def settings(url: str) -> Settings:
     return Settings(_env_file=None, database_url=url, master_key=MASTER_KEY)  # type: ignore[call-arg]
 
 
+def app_url(url: str) -> str:
+    """`url` (an owner URL) as the application role, the way the real CLI connects."""
+    return psycopg.conninfo.make_conninfo(url, user="eventcrm_app")
+
+
+def console_script() -> str:
+    """The installed `eventcrm` console script next to this interpreter."""
+    return str(Path(sys.executable).parent / "eventcrm")
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU seconds of a process (or of one of its threads) from
+    /proc/<pid>/stat; None once it is gone (or without /proc)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        with open(path, "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
     """Run the real `eventcrm` console script against `url` as the application role."""
     env = {
@@ -63,7 +86,14 @@ def cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
 
 
 def line(
-    group: str, what: str, rate: float, unit: str, *, ceiling: float | None, target: str = ""
+    group: str,
+    what: str,
+    rate: float,
+    unit: str,
+    *,
+    ceiling: float | None,
+    target: str = "",
+    digits: int = 2,
 ) -> None:
-    ratio = f"{rate / ceiling:6.2f} × ceiling" if ceiling else " " * 16
+    ratio = f"{rate / ceiling:6.{digits}f} × ceiling" if ceiling else " " * 16
     print(f"{group:<9} {what:<46} {rate:>10,.0f} {unit:<15} {ratio}  {target}".rstrip(), flush=True)

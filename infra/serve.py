@@ -263,7 +263,7 @@ class Pipeline:
     def group(self, role: str, incarnation: str) -> str:
         """A consumer group per topic incarnation: offsets a client of the old broker
         commits into the new one after a reset land in a group nobody reads."""
-        suffix = f"-{incarnation[:8]}" if incarnation else ""
+        suffix = f"-{incarnation}" if incarnation else ""  # UUIDv7: the prefix is a time
         return f"{self.tuning.group_prefix}-{role}{suffix}"
 
     def store(self) -> CustomerStore:

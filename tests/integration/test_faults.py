@@ -1,0 +1,232 @@
+"""The fault suite of RELIABILITY: the pipeline against a real PostgreSQL and a real
+(embedded Tansu) broker, with the faults made real — the broker restarted with empty
+storage under running clients, the ingest process killed with SIGKILL mid-stream.
+
+The oracle is the same every time: every published interaction is stored exactly once
+(or dead-lettered), versions are contiguous, and the read models equal a replay.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from adapters.crypto import MasterKey
+from adapters.ingest import position_name
+from adapters.readmodels import ReadModelStore, differences
+from adapters.simulate import simulate
+from adapters.store import CustomerStore
+from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
+from infra.bootstrap import load_configured_policy
+from infra.broker import EmbeddedBroker, embedded_broker
+from infra.kafka import producer
+from infra.serve import Tuning, run_roles
+from tests.conftest import StoreFactory, settings_for
+from tests.integration.test_pipeline import count, wait_until
+
+pytestmark = pytest.mark.integration
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own: these tests wipe it."""
+    with embedded_broker() as running:
+        yield running
+
+
+def publish(bootstrap: str, topic: str, items: list[dict[str, Any]]) -> None:
+    client = producer(bootstrap)
+    try:
+        for item in items:
+            client.send(topic, key=item["customer_id"].encode(), value=orjson.dumps(item))
+        client.flush()
+    finally:
+        client.close()
+
+
+def assert_stored_once(store: CustomerStore, url: str, items: list[dict[str, Any]]) -> None:
+    """Every distinct interaction stored exactly once, versions 1..n per customer."""
+    unique = {(i["source"], i["event_id"]): i for i in items}
+    per_customer = Counter(i["customer_id"] for i in unique.values())
+    assert count(url, "interaction_keys") == len(unique)
+    assert count(url, "customer_events") == len(unique) + len(per_customer)
+    for customer_id, expected in per_customer.items():
+        versions = [version for version, _, _ in store.stored_events(customer_id)]
+        assert versions == list(range(1, expected + 2)), customer_id
+
+
+def caught_up(read_models: ReadModelStore, per_customer: Counter[str]) -> bool:
+    for customer_id, expected in per_customer.items():
+        model = read_models.get(customer_id)
+        if model is None or model.applied_version != expected + 1:
+            return False
+    return True
+
+
+def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    names = TopicNames(prefix=f"w{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    watch = TopicWatch(broker.bootstrap, names.all())
+    before = watch.ids()
+    settings = settings_for(fresh_database_url, topic_prefix=names.prefix)
+    assert settings.master_key is not None
+    store = make_store(fresh_database_url)
+    read_models = ReadModelStore(store)
+
+    interactions = simulate(customers=80, seed=31, end=END).interactions
+    half = len(interactions) // 2
+    first, second = interactions[:half], interactions[half:]
+    unique = {(i["source"], i["event_id"]): i for i in interactions}
+    per_customer = Counter(i["customer_id"] for i in unique.values())
+
+    stop = threading.Event()
+    serving = threading.Thread(
+        target=run_roles,
+        args=(settings, {"ingest", "relay", "project"}, stop),
+        kwargs={
+            "bootstrap": broker.bootstrap,
+            "app_url": fresh_database_url,
+            "master_key": MasterKey.from_text(settings.master_key),
+            "as_role": settings.app_role,
+            "tuning": Tuning.fast(),
+        },
+        daemon=True,
+    )
+    serving.start()
+    try:
+        publish(broker.bootstrap, names.interactions, first)
+        # Mid-stream: part of the first half is stored, and projected, when the broker
+        # loses everything (topics, records, offsets, groups, producer ids).
+        wait_until(
+            lambda: count(fresh_database_url, "read_models") >= 10,
+            timeout=30,
+            what="the pipeline to be under way",
+        )
+        broker.restart()
+        # Kafka is disposable, not the source of truth: what it held and nobody had
+        # stored yet is gone, so upstream publishes again (the store ignores repeats),
+        # then the stream goes on.
+        publish(broker.bootstrap, names.interactions, first + second)
+
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") == len(unique),
+            timeout=60,
+            what="every interaction stored after the broker reset",
+        )
+        wait_until(
+            lambda: caught_up(read_models, per_customer),
+            timeout=60,
+            what="the read models to catch up after the broker reset",
+        )
+    finally:
+        stop.set()
+        serving.join(timeout=30)
+    assert not serving.is_alive(), "the roles did not stop"
+
+    after = watch.ids()
+    watch.close()
+    assert all(after.values()), "every topic was re-provisioned"
+    assert all(after[name] != before[name] for name in names.all()), "new incarnations"
+    new_interactions = incarnation_of(after[names.interactions])
+    resumed = [
+        store.position(position_name(names.interactions, p, new_interactions))
+        for p in range(names.partitions()[names.interactions])
+    ]
+    assert any(position is not None for position in resumed), "ingest went on, on the new topic"
+
+    assert_stored_once(store, fresh_database_url, interactions)
+    policy = load_configured_policy(settings)
+    assert list(differences(read_models, store, policy)) == []
+
+
+def serve_ingest(
+    url: str, broker: EmbeddedBroker, prefix: str, batch_size: int
+) -> subprocess.Popen[bytes]:
+    """`eventcrm serve --role ingest` as its own process, as production runs it."""
+    env = {
+        **os.environ,
+        "EVENTCRM_DATABASE_URL": psycopg.conninfo.make_conninfo(url, user="eventcrm_app"),
+        "EVENTCRM_MASTER_KEY": settings_for(url).master_key or "",
+        "EVENTCRM_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "EVENTCRM_TOPIC_PREFIX": prefix,
+        "EVENTCRM_KAFKA_SESSION_TIMEOUT_SECONDS": "2",
+        "EVENTCRM_RECORD_BATCH_SIZE": str(batch_size),
+    }
+    command = [str(Path(sys.executable).parent / "eventcrm"), "serve", "--role", "ingest"]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    names = TopicNames(prefix=f"k{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    store = make_store(fresh_database_url)
+    interactions = simulate(customers=150, seed=37, end=END).interactions
+    unique = {(i["source"], i["event_id"]) for i in interactions}
+    publish(broker.bootstrap, names.interactions, interactions)
+
+    rng = random.Random(5)
+    kills = 0
+    process = serve_ingest(fresh_database_url, broker, names.prefix, batch_size=100)
+    try:
+        # Three SIGKILLs at random moments while batches are being recorded: a kill
+        # inside a transaction rolls it back (events, keys and position together).
+        for fraction in sorted(rng.uniform(0.15, 0.75) for _ in range(3)):
+            target = int(len(unique) * fraction)
+            wait_until(
+                lambda target=target: count(fresh_database_url, "interaction_keys") >= target,
+                timeout=60,
+                what=f"{target} interactions stored before kill {kills + 1}",
+            )
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            kills += 1
+            assert count(fresh_database_url, "interaction_keys") < len(unique), "killed too late"
+            process = serve_ingest(fresh_database_url, broker, names.prefix, batch_size=100)
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") == len(unique),
+            timeout=60,
+            what="every interaction stored after the restarts",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    assert kills == 3
+
+    assert_stored_once(store, fresh_database_url, interactions)
+    incarnation = incarnation_of(
+        TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
+    )
+    consumed = sum(
+        position + 1
+        for p in range(names.partitions()[names.interactions])
+        if (position := store.position(position_name(names.interactions, p, incarnation)))
+        is not None
+    )
+    assert consumed == len(interactions), "every offset applied exactly once"
