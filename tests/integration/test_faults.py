@@ -182,7 +182,7 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
     names = TopicNames(prefix=f"k{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
     store = make_store(fresh_database_url)
-    interactions = simulate(customers=150, seed=37, end=END).interactions
+    interactions = simulate(customers=400, seed=37, end=END).interactions
     unique = {(i["source"], i["event_id"]) for i in interactions}
     publish(broker.bootstrap, names.interactions, interactions)
 
@@ -198,6 +198,7 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
                 lambda target=target: count(fresh_database_url, "interaction_keys") >= target,
                 timeout=60,
                 what=f"{target} interactions stored before kill {kills + 1}",
+                poll=0.01,
             )
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)

@@ -65,13 +65,15 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, what: str, poll: float = 0.25
+) -> None:
     """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(poll)
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
