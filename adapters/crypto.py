@@ -51,6 +51,10 @@ class MasterKey:
         self.key_id = hashlib.sha256(b"eventcrm-master-key-id" + key).hexdigest()[:16]
         """Names the master key in the key table, so rotation can tell old wraps apart."""
 
+    def __reduce__(self) -> tuple[type[MasterKey], tuple[bytes]]:
+        """Pickled (to hand a role process its key) as the raw key, never the cipher."""
+        return (MasterKey, (self.raw,))
+
     @classmethod
     def from_text(cls, text: str) -> MasterKey:
         try:

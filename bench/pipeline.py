@@ -76,6 +76,18 @@ def as_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
     return [(item["customer_id"].encode(), orjson.dumps(item)) for item in items]
 
 
+def stamped(items: Sequence[dict[str, Any]]) -> list[Message]:
+    """The same interactions as live traffic: `occurred_at` within the last minute, in
+    publish order. (The simulation's own timestamps span a year before today: the
+    projector's timer then moves each customer it holds to the wall clock, and every
+    later event of that customer arrives "late" and is refolded from its whole log.)"""
+    step = timedelta(seconds=50) / max(1, len(items))
+    start = datetime.now(UTC) - timedelta(seconds=60)
+    return as_messages(
+        [item | {"occurred_at": (start + n * step).isoformat()} for n, item in enumerate(items)]
+    )
+
+
 def nearest_rank(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
@@ -478,6 +490,18 @@ def cpu_text(cpu: dict[str, float]) -> str:
     return ", ".join(f"{k} {cpu[k]:.1f}" for k in order if k in cpu)
 
 
+def report_rate(what: str, rate: float, ceiling: float, naive: float) -> None:
+    line(
+        "pipeline",
+        what,
+        rate,
+        "interactions/s",
+        ceiling=ceiling,
+        digits=3,
+        target=f"target >= 3,000/s ({rate / naive:.2f} × naive)",
+    )
+
+
 def report_cpu(progress: Progress, cpu: dict[str, float], published: int) -> None:
     wall = progress.caught_up
     total = sum(cpu.values())
@@ -577,7 +601,7 @@ def alert_customer(customer: str, now: datetime) -> tuple[list[dict[str, Any]], 
         event("subscription_cancelled", now - timedelta(days=5), subscription_id=sub),
     ]
     trigger = event("complaint", now, ticket_id=f"t-{customer}", severity="high")
-    return history, trigger
+    return sorted(history, key=lambda e: str(e["occurred_at"])), trigger
 
 
 @dataclass
@@ -603,9 +627,10 @@ class Load:
         topic = self.live.names.interactions
         while not self.stop.is_set() and self.sent < len(self.items):
             due = min(len(self.items), int((time.perf_counter() - started) * self.rate))
-            now = datetime.now(UTC).isoformat()
-            for item in self.items[self.sent : due]:
-                value = orjson.dumps(item | {"occurred_at": now})
+            now = datetime.now(UTC)
+            for n, item in enumerate(self.items[self.sent : due]):
+                stamp = (now + timedelta(microseconds=n)).isoformat()
+                value = orjson.dumps(item | {"occurred_at": stamp})
                 self.producer.send(topic, key=item["customer_id"].encode(), value=value)
             self.sent = max(self.sent, due)
             time.sleep(0.01)
@@ -818,22 +843,20 @@ def main() -> None:
                 warm = warm_up(live, end)
                 rate, progress, cpu = sustained(live, messages)
             rates[kind] = rate
-            line(
-                "pipeline",
-                f"{len(items):,} via Kafka, {LABEL[kind]}",
-                rate,
-                "interactions/s",
-                ceiling=ceiling,
-                digits=3,
-                target=f"target >= 3,000/s ({rate / naive:.2f} × naive)",
-            )
+            report_rate(f"{len(items):,} via Kafka, {LABEL[kind]}", rate, ceiling, naive)
             print(f"#         warm-up (group joins, first batch): {warm:.1f} s, not timed")
             report_cpu(progress, cpu, len(items))
             report_logs(live)
         best = max(rates, key=lambda kind: rates[kind])
+        live_items = simulate(
+            customers=max(1, INTERACTIONS // PER_CUSTOMER), seed=7, end=end, prefix="live-"
+        ).interactions
         with running(best, admin_url, Path(tmp)) as live:
             warm_up(live, end)
+            rate, progress, cpu = sustained(live, stamped(live_items))
             latency = alert_latency(live, end)
+        report_rate(f"same, stamped as live traffic, {LABEL[best]}", rate, ceiling, naive)
+        report_cpu(progress, cpu, len(live_items))
         report_latency(latency, best)
         report_logs(live)
 

@@ -268,3 +268,12 @@ def scratch_database(admin_url: str, *, prefix: str = "eventcrm_scratch") -> Ite
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def configure_logging() -> None:
+    """Warnings and errors to stderr, for the CLI and every role process it starts."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # kafka-python warns about its own selector loop and mode about a slow tick under
+    # load: both are about throughput, not correctness, and drown the operator's view.
+    for name in ("kafka", "mode.timers"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -30,7 +30,7 @@ from infra.bootstrap import (
 )
 from infra.broker import embedded_broker
 from infra.embedded import embedded_postgres
-from infra.serve import ROLES, Tuning, run_roles
+from infra.serve import ROLES, Tuning, run_role_processes, run_roles
 from infra.settings import Settings
 from projections import ReplayStep
 
@@ -73,7 +73,9 @@ def serve(settings: Settings, roles: set[str], *, say: Callable[[str], None]) ->
         }
         try:
             say(f"serving {', '.join(sorted(roles))} (Ctrl-C or SIGTERM stops)")
-            run_roles(
+            # Several roles: one process each (they are CPU-bound; see run_role_processes).
+            run = run_roles if len(roles) == 1 else run_role_processes
+            run(
                 settings,
                 roles,
                 stop,
@@ -120,7 +122,7 @@ def streaming_demo(
             ensure_topics(broker.bootstrap, topics.all(), partitions=topics.partitions())
             stop = threading.Event()
             roles = threading.Thread(
-                target=run_roles,
+                target=run_role_processes,
                 args=(demo_settings, set(ROLES), stop),
                 kwargs={
                     "bootstrap": broker.bootstrap,

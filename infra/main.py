@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -11,17 +10,20 @@ from contextlib import AbstractContextManager
 from rich.console import Console
 
 from adapters.cli import DemoResult, Runtime, build_cli
-from infra.bootstrap import database, default_sample, kafka_access, run_migrations, services
+from infra.bootstrap import (
+    configure_logging,
+    database,
+    default_sample,
+    kafka_access,
+    run_migrations,
+    services,
+)
 from infra.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", module="platformdirs")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # kafka-python warns about its own selector loop and mode about a slow tick under
-    # load: both are about throughput, not correctness, and drown the operator's view.
-    for name in ("kafka", "mode.timers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    configure_logging()
     settings = Settings()
     err = Console(stderr=True)
 

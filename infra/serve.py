@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +40,7 @@ from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.relay import Relay, RelayLockedError
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from infra.bootstrap import build_store, load_configured_policy
+from infra.bootstrap import build_store, configure_logging, load_configured_policy
 from infra.kafka import consumer, producer
 from infra.settings import Settings
 from streams.app import Record, build_app
@@ -47,6 +49,10 @@ from streams.projector import ChangePublisher, Projector
 log = logging.getLogger(__name__)
 
 ROLES: Final = frozenset({"ingest", "relay", "project"})
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,7 @@ class Tuning:
     watch_interval: float = 1.0
     """How often the topics' ids are checked for a broker that lost its data."""
     group_prefix: str = "eventcrm"
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = field(default=wall_clock)
     """The projector timer's clock (tests drive time with their own)."""
 
     @classmethod
@@ -148,6 +154,90 @@ def run_roles(
         tuning=tuning or Tuning(),
     )
     pipeline.run(roles, stop)
+
+
+def run_role_processes(
+    settings: Settings,
+    roles: set[str],
+    stop: threading.Event,
+    *,
+    bootstrap: str,
+    app_url: str,
+    master_key: MasterKey,
+    as_role: str | None = None,
+    tuning: Tuning | None = None,
+) -> None:
+    """`run_roles`, one spawned process per role, until ``stop``; a role process that
+    dies is started again. Then SIGTERM to each, and SIGKILL to any still running
+    after ``stop_timeout``.
+
+    The roles are CPU-bound Python: in one interpreter they share one core through the
+    GIL; as processes they use every core (docs/benchmarks.md has the measured gain).
+    """
+    tuning = tuning or Tuning()
+    if tuning.clock is not wall_clock:
+        raise ValueError("role processes run on the wall clock")
+    topics = TopicNames(prefix=settings.topic_prefix)
+    ensure_topics(bootstrap, topics.all(), partitions=topics.partitions())
+    spawn = multiprocessing.get_context("spawn")
+    launch = _Launch(settings, bootstrap, app_url, master_key, as_role, tuning)
+
+    def start(role: str) -> multiprocessing.process.BaseProcess:
+        process = spawn.Process(target=_role_process, args=(role, launch), name=f"eventcrm-{role}")
+        process.start()
+        return process
+
+    processes = {role: start(role) for role in sorted(roles)}
+    try:
+        while not stop.wait(tuning.restart_pause):
+            for role, process in processes.items():
+                if not process.is_alive():
+                    log.error("role process %s exited (%s); restarting", role, process.exitcode)
+                    processes[role] = start(role)
+    finally:
+        for process in processes.values():
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("role process %s did not stop; killing it", process.name)
+                process.kill()
+                process.join()
+
+
+STOP_TIMEOUT: Final = 20.0
+"""Seconds a role process has to stop cleanly after SIGTERM."""
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """What a role process gets (pickled by multiprocessing's spawn)."""
+
+    settings: Settings
+    bootstrap: str
+    app_url: str
+    master_key: MasterKey
+    as_role: str | None
+    tuning: Tuning
+
+
+def _role_process(role: str, launch: _Launch) -> None:
+    configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_roles(
+        launch.settings,
+        {role},
+        stop,
+        bootstrap=launch.bootstrap,
+        app_url=launch.app_url,
+        master_key=launch.master_key,
+        as_role=launch.as_role,
+        tuning=launch.tuning,
+    )
 
 
 class Pipeline:
