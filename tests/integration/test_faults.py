@@ -194,8 +194,12 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
         # inside a transaction rolls it back (events, keys and position together).
         for fraction in sorted(rng.uniform(0.15, 0.75) for _ in range(3)):
             target = int(len(unique) * fraction)
+
+            def stored(target: int = target) -> bool:
+                return count(fresh_database_url, "interaction_keys") >= target
+
             wait_until(
-                lambda target=target: count(fresh_database_url, "interaction_keys") >= target,
+                stored,
                 timeout=60,
                 what=f"{target} interactions stored before kill {kills + 1}",
                 poll=0.01,
