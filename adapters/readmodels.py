@@ -49,9 +49,11 @@ _COLUMNS: Final = (
     "snapshot",
 )
 _UNNEST_ARGS: Final = SQL(
-    "%s::text[], %s::uuid[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], "
-    "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
+    # Binary parameters (%b): psycopg's text array dumper quotes every element with a
+    # regular expression, which was a sixth of the projector's CPU.
+    "%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::timestamptz[], "
+    "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
 )
 """One array parameter per column of `_COLUMNS`, in order."""
 

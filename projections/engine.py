@@ -121,6 +121,7 @@ class CustomerState:
         "last_commerce_us",
         "last_purchase_id",
         "last_purchase_us",
+        "mark",
         "other_base",
         "payments",
         "policy",
@@ -164,6 +165,11 @@ class CustomerState:
         self.events: list[InputEvent] = []
         self.keys: list[tuple[int, str]] = []
         self.seen: set[str] = set()
+        self.mark: CustomerState | None = None
+        """The state as of its last event, kept when `advance` moves the clock past it
+        (a copy sharing the event log). An event after the last one but before the
+        clock — the live case: a timer advanced the customer to "now", then an event
+        stamped a little earlier arrives — refolds from here, not from the first event."""
         self.wake = FAR
         self.wake_fixed = FAR
         """The earliest planned instant from the sources that are not windows (tickets,
@@ -280,13 +286,19 @@ def apply(state: CustomerState, event: InputEvent) -> tuple[CustomerState, list[
     if in_order:
         _fold_event(state, event, at, key, changes.extend)
         return state, changes
+    mark = state.mark
+    if mark is not None and (last is None or key > last):
+        return state, _refold_from_mark(state, mark, event, key)
     return state, _recompute_with(state, event, key)
 
 
 def advance(state: CustomerState, t: datetime) -> tuple[CustomerState, list[Change]]:
     """Move the state to ``t``; every change is stamped with its own deadline, not ``t``."""
     changes: list[Change] = []
-    _advance(state, to_micros(t), lambda _at, found: changes.extend(found))
+    target = to_micros(t)
+    if state.mark is None and state.clock is not None and target > state.clock:
+        state.mark = _mark(state)
+    _advance(state, target, lambda _at, found: changes.extend(found))
     return state, changes
 
 
@@ -505,6 +517,7 @@ def _next_step(state: CustomerState, t: int) -> int | None:
 def _fold_event(
     state: CustomerState, event: InputEvent, at: int, key: tuple[int, str], sink: _Sink
 ) -> None:
+    state.mark = None  # the log grows: a mark would share it, and be stale
     if state.wake <= at or state.cross_target is not None:
         _advance(state, at, _ignore_step if sink is _discard else _step_sink(sink))
     state.clock = at
@@ -537,6 +550,29 @@ def _recompute_with(state: CustomerState, event: InputEvent, key: tuple[int, str
     fresh.emit = True
     for name in CustomerState.__slots__:
         setattr(state, name, getattr(fresh, name))
+    return _corrections(state, before, event)
+
+
+def _mark(state: CustomerState) -> CustomerState:
+    mark = state.copy(share_log=True)
+    mark.mark = None
+    return mark
+
+
+def _refold_from_mark(
+    state: CustomerState, mark: CustomerState, event: InputEvent, key: tuple[int, str]
+) -> list[Change]:
+    """An event after the last one, before the clock: what `_recompute_with` computes,
+    starting from the state as of the last event instead of from nothing."""
+    before = _visible(state)
+    target = state.clock or key[0]
+    for name in CustomerState.__slots__:
+        setattr(state, name, getattr(mark, name))
+    state.emit = False
+    _fold_event(state, event, key[0], key, _discard)
+    state.mark = _mark(state)
+    _advance(state, target, _ignore_step)
+    state.emit = True
     return _corrections(state, before, event)
 
 

@@ -160,3 +160,34 @@ def test_next_deadline_is_when_the_next_change_happens(events: list[InputEvent])
     _, at_deadline = advance(state.copy(), deadline)
     assert at_deadline
     assert all(change.effective_at == deadline for change in at_deadline)
+
+
+@FAST
+@given(histories(), st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=30))
+def test_events_arriving_after_a_timer_advanced_past_them_fold_as_if_in_time(
+    events: list[InputEvent], leads: list[float]
+) -> None:
+    """The live case the mark serves: in arrival (= time) order, but a timer advanced the
+    customer up to some days beyond each event before the next one arrived. Both the
+    state and the visible changes must equal folding them without the timer."""
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    live = initial_state("c", POLICY)
+    visible = []
+    for n, item in enumerate(ordered):
+        live, changes = apply(live, item)
+        visible.extend(changes)
+        clock = item.occurred_at + timedelta(days=leads[n % len(leads)])
+        live, changes = advance(live, min(clock, AS_OF))
+        visible.extend(changes)
+    live, changes = advance(live, AS_OF)
+    visible.extend(changes)
+    assert snapshot(live) == snapshot(fold("c", events, POLICY, as_of=AS_OF))
+    final = {change.kind: change.to_value for change in visible}
+    expected = snapshot(incremental(ordered))
+    for kind, value in final.items():
+        current = {
+            "tier": expected.tier,
+            "lifecycle": expected.lifecycle_stage,
+            "alert": expected.alert_state,
+        }[kind]
+        assert value == current, kind
