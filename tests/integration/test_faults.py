@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from kafka import KafkaAdminClient
 
 from adapters.crypto import MasterKey
 from adapters.ingest import position_name
@@ -34,9 +35,10 @@ from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_o
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
-from infra.serve import Tuning, run_roles
+from infra.serve import Tuning, partition_of, run_roles
 from tests.conftest import StoreFactory, settings_for
 from tests.integration.test_pipeline import count, wait_until
+from tests.integration.test_store import purchase
 
 pytestmark = pytest.mark.integration
 
@@ -235,3 +237,124 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
         is not None
     )
     assert consumed == len(interactions), "every offset applied exactly once"
+
+
+def test_a_full_redelivery_changes_neither_the_store_nor_the_read_models(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    names = TopicNames(prefix=f"r{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    settings = settings_for(fresh_database_url, topic_prefix=names.prefix)
+    assert settings.master_key is not None
+    store = make_store(fresh_database_url)
+    read_models = ReadModelStore(store)
+    interactions = simulate(customers=40, seed=43, end=END).interactions
+    unique = {(i["source"], i["event_id"]): i for i in interactions}
+    per_customer = Counter(i["customer_id"] for i in unique.values())
+    now = datetime(2026, 11, 20, tzinfo=UTC)  # one clock for both runs: ticks agree
+
+    def serve(group_prefix: str) -> tuple[threading.Event, threading.Thread]:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=run_roles,
+            args=(settings, {"ingest", "relay", "project"}, stop),
+            kwargs={
+                "bootstrap": broker.bootstrap,
+                "app_url": fresh_database_url,
+                "master_key": MasterKey.from_text(settings.master_key or ""),
+                "as_role": settings.app_role,
+                "tuning": Tuning.fast(group_prefix=group_prefix, clock=lambda: now),
+            },
+            daemon=True,
+        )
+        thread.start()
+        return stop, thread
+
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(fresh_database_url) as conn:
+            return conn.execute("SELECT * FROM read_models ORDER BY customer_id").fetchall()
+
+    stop, thread = serve("first")
+    try:
+        publish(broker.bootstrap, names.interactions, interactions)
+        wait_until(
+            lambda: caught_up(read_models, per_customer) and not read_models.due(now),
+            timeout=60,
+            what="the first pass, every timer due at `now` fired",
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    before = rows()
+    events = count(fresh_database_url, "customer_events")
+
+    # Everything again: upstream re-publishes every interaction, and a projector group
+    # with no committed offsets reads `customer-events` from the beginning.
+    stop, thread = serve("again")
+    try:
+        publish(broker.bootstrap, names.interactions, interactions)
+
+        def consumed_twice() -> bool:
+            incarnation = incarnation_of(
+                TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
+            )
+            return sum(
+                position + 1
+                for p in range(names.partitions()[names.interactions])
+                if (position := store.position(position_name(names.interactions, p, incarnation)))
+                is not None
+            ) == 2 * len(interactions)
+
+        wait_until(consumed_twice, timeout=60, what="the redelivered interactions consumed")
+        # One new customer per partition of customer-events, published after the
+        # redelivery: per-partition order means that once all of them are projected,
+        # the new group has read everything before them.
+        partitions = names.partitions()[names.customer_events]
+        sentinels: dict[int, str] = {}
+        for n in range(10_000):
+            sentinels.setdefault(
+                partition_of(f"sentinel-{n}".encode(), partitions), f"sentinel-{n}"
+            )
+        publish(
+            broker.bootstrap,
+            names.interactions,
+            [purchase(customer, f"{customer}-1") for customer in sentinels.values()],
+        )
+        wait_until(
+            lambda: all(read_models.get(customer) for customer in sentinels.values()),
+            timeout=60,
+            what="the new projector group to read customer-events to its end",
+        )
+        # ...and it did read the old events (from the beginning), not just the new ones.
+        incarnation = incarnation_of(
+            TopicWatch(broker.bootstrap, [names.customer_events]).ids()[names.customer_events]
+        )
+        wait_until(
+            lambda: (
+                committed(broker, f"again-projector-{incarnation}")
+                > committed(broker, f"first-projector-{incarnation}")
+            ),
+            timeout=30,
+            what="the new group's committed offsets to pass the first group's",
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert count(fresh_database_url, "customer_events") == events + 2 * len(sentinels)
+    assert count(fresh_database_url, "interaction_keys") == len(unique) + len(sentinels)
+    after = [row for row in rows() if not str(row[0]).startswith("sentinel-")]
+    # No read model written again, updated_at included (shows the columns that differ).
+    for old, new in zip(before, after, strict=True):
+        assert old == new, [
+            (n, a, b) for n, (a, b) in enumerate(zip(old, new, strict=True)) if a != b
+        ]
+
+
+def committed(broker: EmbeddedBroker, group: str) -> int:
+    """The sum of a consumer group's committed offsets (0: none)."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return sum(offset.offset for offset in offsets.values())
