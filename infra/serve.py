@@ -130,6 +130,16 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
+STOP_TIMEOUT: Final = 20.0
+"""Seconds a role process has to stop cleanly after SIGTERM."""
+
+
+def _check(roles: set[str]) -> None:
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+
+
 def run_roles(
     settings: Settings,
     roles: set[str],
@@ -142,9 +152,7 @@ def run_roles(
     tuning: Tuning | None = None,
 ) -> None:
     """Provision the topics, run ``roles`` until ``stop`` is set, then wait for them."""
-    unknown = set(roles) - ROLES
-    if unknown:
-        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
+    _check(roles)
     pipeline = Pipeline(
         settings,
         bootstrap=bootstrap,
@@ -169,11 +177,12 @@ def run_role_processes(
 ) -> None:
     """`run_roles`, one spawned process per role, until ``stop``; a role process that
     dies is started again. Then SIGTERM to each, and SIGKILL to any still running
-    after ``stop_timeout``.
+    after `STOP_TIMEOUT`.
 
     The roles are CPU-bound Python: in one interpreter they share one core through the
     GIL; as processes they use every core (docs/benchmarks.md has the measured gain).
     """
+    _check(roles)
     tuning = tuning or Tuning()
     if tuning.clock is not wall_clock:
         raise ValueError("role processes run on the wall clock")
@@ -205,10 +214,6 @@ def run_role_processes(
                 log.error("role process %s did not stop; killing it", process.name)
                 process.kill()
                 process.join()
-
-
-STOP_TIMEOUT: Final = 20.0
-"""Seconds a role process has to stop cleanly after SIGTERM."""
 
 
 @dataclass(frozen=True)
