@@ -24,6 +24,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -419,6 +420,7 @@ class Pipeline:
     async def _project(self, stop: threading.Event) -> None:
         store = self.store()
         client = producer(self.bootstrap)
+        scratch = tempfile.TemporaryDirectory(prefix="eventcrm-faust-")
         try:
             policy = load_configured_policy(self.settings)
             read_models = ReadModelStore(store)
@@ -442,8 +444,10 @@ class Pipeline:
                 heartbeat_interval=self.tuning.heartbeat_interval,
                 retry_pause=self.tuning.restart_pause,
                 clock=self.tuning.clock,
+                datadir=scratch.name,
             )
             await served.run(stop)
         finally:
+            scratch.cleanup()
             client.close()
             store.close()

@@ -213,6 +213,7 @@ def build_app(
     heartbeat_interval: float = 1.0,
     retry_pause: float = 1.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    datadir: str | None = None,
 ) -> ProjectorApp:
     """Wire a faust app around a fresh projector (build it inside the event loop that
     will run it).
@@ -224,6 +225,8 @@ def build_app(
     without them every held customer is kept and nothing is re-adopted.
     Session timeout and heartbeat (seconds) set how fast a group join is on the
     embedded broker (docs/streams-notes.md): 2.0 / 0.5 in tests, 6 / 1 locally.
+    ``datadir`` is where faust keeps its (unused: tables live in memory) table
+    directory; faust's default is ``<app id>-data`` in the working directory.
     """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -231,6 +234,7 @@ def build_app(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
         store="memory://",  # tables are caches; PostgreSQL holds the truth
+        datadir=datadir or f"{app_id}-data",
         web_enabled=False,
         topic_allow_declare=False,  # topics come from ensure_topics, with our counts
         topic_disable_leader=True,

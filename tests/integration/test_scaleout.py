@@ -302,13 +302,15 @@ def test_two_projector_workers_produce_the_read_models_of_one(
 
     # (a) Live equals replay.
     assert list(differences(read_models, store, policy)) == []
-    two_workers = {m.customer_id: stable(m) for m in read_models.all()}
+    models = list(read_models.all())
+    assert any(m.evaluated_at == FIXED_NOW for m in models), "the timers fired"
+    two_workers = {m.customer_id: stable(m) for m in models}
     assert set(two_workers) == set(versions)
     assert any(m["lifecycle_stage"] == "at_risk" for m in two_workers.values())
 
     # --- (b) one worker, a fresh group, the same topic from the beginning ------------
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("DELETE FROM read_models")
+    with psycopg.connect(fresh_database_url, user=settings.app_role) as conn:
+        conn.execute("DELETE FROM read_models")  # read models are disposable
     assert not list(read_models.all())
     stop = threading.Event()
     single = Tuning.fast(
@@ -406,7 +408,6 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
     now = [T0]
     tuning = Tuning.fast(clock=lambda: now[0], tick_interval=0.2)
     stop = threading.Event()
-    assert settings.master_key is not None
     serving = serve(
         settings,
         {"ingest", "relay", "project"},
@@ -432,6 +433,13 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
                 and current.next_deadline is not None
             )
 
+        def evaluated_at(moment: datetime) -> Callable[[], bool]:
+            def done() -> bool:
+                current = model()
+                return current is not None and current.evaluated_at == moment
+
+            return done
+
         wait_until(settled, timeout=30, what="the customer's read model with a deadline")
         current = model()
         assert current is not None
@@ -445,7 +453,7 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
             now[0] = announced + LATE
             clock = now[0]
             wait_until(
-                lambda: (m := model()) is not None and m.evaluated_at == clock,
+                evaluated_at(clock),
                 timeout=10,
                 what=f"the timer to evaluate the customer at {clock}",
             )
@@ -470,8 +478,8 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
     assert {instant(c["effective_at"]) for c in at_risk} == {at_risk_step[0]}
     assert at_risk[0]["from_value"] == "active"
     assert instant(at_risk[0]["effective_at"]) < at_risk_step[1]  # not the clock's time
-    # Nothing else happened to the stage in between: the events' own changes only.
-    assert [c["to_value"] for c in lifecycle if c["to_value"] != "at_risk"] == ["new", "active"]
+    # The stage's whole path (a change may be published twice: at least once).
+    assert list(dict.fromkeys(c["to_value"] for c in lifecycle)) == ["new", "active", "at_risk"]
 
     alerts = changes_of(broker.bootstrap, names.churn_alerts, counts[names.churn_alerts], customer)
     raised = [c for c in alerts if c["from_value"] == "none"]
