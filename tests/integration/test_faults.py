@@ -16,7 +16,7 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-def publish(bootstrap: str, topic: str, items: list[dict[str, Any]]) -> None:
+def publish(bootstrap: str, topic: str, items: Sequence[dict[str, Any]]) -> None:
     client = producer(bootstrap)
     try:
         for item in items:

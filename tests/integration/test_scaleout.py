@@ -5,6 +5,8 @@ broker and a real PostgreSQL.
   partitions of `customer-events`, the second joining mid-stream) produce the same
   read models as one worker reading the same topic from the beginning, and both equal
   a fresh replay of the store.
+- Two ingest processes (one consumer group, the second joining mid-stream) store every
+  interaction exactly once.
 - The projector timer, driven by a controllable clock, publishes a silent customer's
   at-risk change and churn alert with the instant the read model announced as its
   next deadline (the computed instant), however late the clock gets there.
@@ -12,6 +14,8 @@ broker and a real PostgreSQL.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -25,19 +29,20 @@ import psycopg
 import pytest
 
 from adapters.crypto import MasterKey
+from adapters.ingest import position_name
 from adapters.readmodels import ReadModel, ReadModelStore, differences
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
-from adapters.topics import TopicNames, ensure_topics
+from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
-from infra.kafka import producer
 from infra.serve import Tuning, partition_of, run_roles
 from infra.settings import Settings
 from streams.app import ProjectorApp
 from streams.wire import parse_customer_event
 from tests.conftest import StoreFactory, settings_for
-from tests.integration.test_pipeline import read_topic, wait_until
+from tests.integration.test_faults import assert_stored_once, publish, serve_ingest
+from tests.integration.test_pipeline import count, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -90,16 +95,6 @@ def serve(
     )
     thread.start()
     return thread
-
-
-def publish(bootstrap: str, topic: str, items: Sequence[dict[str, Any]]) -> None:
-    client = producer(bootstrap)
-    try:
-        for item in items:
-            client.send(topic, key=item["customer_id"].encode(), value=orjson.dumps(item))
-        client.flush()
-    finally:
-        client.close()
 
 
 def stop_all(stop: threading.Event, threads: Sequence[threading.Thread]) -> None:
@@ -495,3 +490,50 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
     assert list(differences(read_models, store, policy)) == []
 
     assert time.monotonic() - started < 60
+
+
+def test_two_ingest_processes_share_the_partitions_and_store_everything_once(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    names = provision(broker)
+    store = make_store(fresh_database_url)
+    interactions = simulate(customers=400, seed=47, end=END).interactions
+    publish(broker.bootstrap, names.interactions, interactions)
+    unique = {(i["source"], i["event_id"]) for i in interactions}
+
+    first = serve_ingest(fresh_database_url, broker, names.prefix, batch_size=100)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        # The second consumer joins the group once the first is under way: a rebalance
+        # mid-stream, each partition then resumed from its stored position.
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") > 0,
+            timeout=30,
+            what="the first ingest process under way",
+            poll=0.01,
+        )
+        second = serve_ingest(fresh_database_url, broker, names.prefix, batch_size=100)
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") == len(unique),
+            timeout=60,
+            what="every interaction stored by the two ingest processes",
+        )
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    assert first.returncode == 0
+    assert second is not None
+    assert second.returncode == 0
+    assert_stored_once(store, fresh_database_url, interactions)
+    incarnation = incarnation_of(
+        TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
+    )
+    consumed = sum(
+        position + 1
+        for p in range(names.partitions()[names.interactions])
+        if (position := store.position(position_name(names.interactions, p, incarnation)))
+        is not None
+    )
+    assert consumed == len(interactions), "every offset applied exactly once"
