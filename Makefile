@@ -47,5 +47,6 @@ test: lint typecheck $(STAMP) ## everything CI runs: lint, types, all tests
 bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
+	$(PY) -m bench.pipeline
 
 .PHONY: help install demo format lint typecheck test-unit test-integration test bench
