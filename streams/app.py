@@ -6,7 +6,12 @@ drives it from Kafka and the wall clock:
 - the agent reads `customer-events` as raw bytes in batches
   (``stream.take(batch_size, within=...)``) and calls `Projector.handle`;
 - a timer calls `Projector.tick` with ``datetime.now(UTC)`` — the only clock of the
-  pipeline lives here, at the edge, never in `projections`;
+  pipeline lives here, at the edge, never in `projections`. While the projector is
+  behind (its last batch was full: a backlog, e.g. history replayed through Kafka) the
+  timer waits, up to ``max_tick_delay``: advancing customers to "now" while their
+  older events are still queued makes each of those events a late one, refolded and
+  re-advanced (measured: 60 % of the projector's CPU in a historical stream). Changes
+  still carry their computed instants, so only their publication is later;
 - after a rebalance (and then periodically) the customers this worker no longer owns
   are dropped (`Projector.retain`) and the owned ones whose stored read model has a
   due deadline are re-adopted (`Projector.resume`), since the `read_models` table is
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,7 +114,13 @@ class ProjectorApp:
     partition_of: Callable[[bytes, int], int] | None
     clock: Callable[[], datetime]
     retry_pause: float
+    batch_size: int = 500
+    max_tick_delay: float = 15.0
+    """Longest the timer waits while the projector is behind (seconds)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    behind: bool = False
+    """The last batch was full: more is queued."""
+    last_tick: float = field(default_factory=time.monotonic)
     assigned: frozenset[int] | None = None
     """Partitions of `customer-events` this worker owns (None: not known yet)."""
     reassigned: bool = False
@@ -118,6 +130,7 @@ class ProjectorApp:
     async def project(self, batch: Sequence[bytes]) -> None:
         """Handle one batch, retrying failures (the projector rebuilt what it touched)
         until it lands or the app stops; malformed messages are logged and skipped."""
+        self.behind = len(batch) >= self.batch_size
         while True:
             try:
                 async with self.lock:
@@ -130,7 +143,11 @@ class ProjectorApp:
                 await asyncio.sleep(self.retry_pause)
 
     async def tick(self) -> None:
-        """Re-adopt due customers if needed, then advance every due held customer."""
+        """Re-adopt due customers if needed, then advance every due held customer —
+        unless the projector is behind and the last tick is recent."""
+        if self.behind and time.monotonic() - self.last_tick < self.max_tick_delay:
+            return
+        self.last_tick = time.monotonic()
         now = self.clock()
         async with self.lock:
             await asyncio.to_thread(self._tick, now)
@@ -208,6 +225,7 @@ def build_app(
     partition_of: Callable[[bytes, int], int] | None = None,
     batch_size: int = 500,
     within: float = 0.2,
+    max_tick_delay: float = 15.0,
     tick_interval: float = 1.0,
     session_timeout: float = 6.0,
     heartbeat_interval: float = 1.0,
@@ -252,6 +270,8 @@ def build_app(
         partition_of=partition_of,
         clock=clock,
         retry_pause=retry_pause,
+        batch_size=batch_size,
+        max_tick_delay=max_tick_delay,
     )
     source = app.topic(
         topics.customer_events,
