@@ -126,7 +126,9 @@ class Relay:
             start = last or 0
         else:
             start = first - 1
-        log.warning(
+        # A first start begins at 1; anything later means a reset replaced the topic.
+        log.log(
+            logging.WARNING if start else logging.INFO,
             "relay: %s has no position (a new topic incarnation); publishing from "
             "notification %d, the first one a projector still needs",
             self.events_position_name,

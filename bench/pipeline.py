@@ -59,6 +59,7 @@ from infra import kafka
 from infra.bootstrap import build_store
 from infra.broker import embedded_broker
 from infra.serve import Tuning, run_roles
+from streams.app import FETCH_MAX_WAIT_MS
 
 INTERACTIONS = int(os.environ.get("BENCH_PIPELINE_INTERACTIONS", "40000"))
 NAIVE = int(os.environ.get("BENCH_PIPELINE_NAIVE", "2000"))
@@ -382,9 +383,9 @@ def report_latency(latency: Latency, kind: str) -> None:
     )
     print(f"#         stages p50 / p99 ms: {stages}")
     hops = ", ".join(
-        f"{wait} ms ({who}) {nearest_rank(list(latency.hop[wait].values()), 0.5) * 1000:.0f} / "
-        f"{nearest_rank(list(latency.hop[wait].values()), 0.99) * 1000:.0f}"
-        for wait, who in HOPS.items()
+        f"{hop} ({wait} ms) {nearest_rank(list(latency.hop[hop].values()), 0.5) * 1000:.0f} / "
+        f"{nearest_rank(list(latency.hop[hop].values()), 0.99) * 1000:.0f}"
+        for hop, wait in HOPS.items()
     )
     print(f"#         one Kafka hop p50 / p99 ms by consumer fetch_max_wait: {hops}")
     print(
@@ -672,42 +673,43 @@ class Load:
         self.live.published += self.sent
 
 
-HOPS = {10: "this reader", 500: "ingest, kafka-python's default", 1500: "projector, faust's"}
+HOPS = {"ingest": 100, "projector": FETCH_MAX_WAIT_MS, "this reader": 10}
 """The consumer `fetch_max_wait_ms` on each Kafka hop of an alert's path: the ingest
-reads `interactions` with kafka-python's default, faust's aiokafka driver hard-codes
-1500 for `customer-events`, and the benchmark reads `churn-alerts` with 10."""
+reads `interactions` with `infra.kafka.consumer`'s 100, the projector
+`customer-events` with `streams.app.FETCH_MAX_WAIT_MS`, and the benchmark reads
+`churn-alerts` with 10."""
 
 
-def kafka_hop(bootstrap: str, topic: str, count: int = 60) -> dict[int, dict[int, float]]:
+def kafka_hop(bootstrap: str, topic: str, count: int = 60) -> dict[str, dict[int, float]]:
     """Seconds from send + flush to receipt by an assigned consumer, on an idle topic of
     the same broker, per message and per consumer `fetch_max_wait_ms` (`HOPS`)."""
     ensure_topics(bootstrap, [topic], partitions=1)
     tp = TopicPartition(topic, 0)
     readers = {}
-    for wait in HOPS:
+    for hop, wait in HOPS.items():
         reader = KafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait
         )
         reader.assign([tp])
         reader.seek_to_end(tp)
         reader.position(tp)
-        readers[wait] = reader
+        readers[hop] = reader
     sent: dict[int, float] = {}
-    latencies: dict[int, dict[int, float]] = {wait: {} for wait in readers}
+    latencies: dict[str, dict[int, float]] = {hop: {} for hop in readers}
     done = threading.Event()
     deadline = math.inf
 
-    def read(wait: int) -> None:
-        while not done.is_set() or len(latencies[wait]) < len(sent):
-            for records in readers[wait].poll(timeout_ms=50).values():
+    def read(hop: str) -> None:
+        while not done.is_set() or len(latencies[hop]) < len(sent):
+            for records in readers[hop].poll(timeout_ms=50).values():
                 at = time.perf_counter()
                 for record in records:
                     n = int(record.value)
-                    latencies[wait][n] = at - sent[n]
+                    latencies[hop][n] = at - sent[n]
             if done.is_set() and time.perf_counter() > deadline:
                 break
 
-    threads = [threading.Thread(target=read, args=(wait,), daemon=True) for wait in readers]
+    threads = [threading.Thread(target=read, args=(hop,), daemon=True) for hop in readers]
     for thread in threads:
         thread.start()
     producer = kafka.producer(bootstrap)
@@ -735,8 +737,8 @@ class Latency:
     stages: dict[str, list[float]]
     """The same, split at the trigger's event timestamp in the store, the relay's
     `customer-events` record and the projector's alert record (Kafka timestamps)."""
-    hop: dict[int, dict[int, float]]
-    """Per consumer `fetch_max_wait_ms` (`HOPS`), each probe message's hop latency."""
+    hop: dict[str, dict[int, float]]
+    """Per hop of `HOPS`, each probe message's hop latency."""
     premature: int
     missing: int
     cpu: dict[str, float]
