@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     # it: every other command, and the import's spawned workers, start ~0.5 s faster.
     def serve(roles: set[str]) -> None:
         from infra.live import serve as run  # noqa: PLC0415
+        from infra.serve import exit_if_threads_linger  # noqa: PLC0415
 
         run(settings, roles, say=say)
+        exit_if_threads_linger()
 
     def demo(customers: int, progress: Callable[[str, int, int], None]) -> DemoResult:
         from infra.live import streaming_demo  # noqa: PLC0415

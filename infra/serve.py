@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import tempfile
 import threading
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from adapters.crypto import MasterKey
@@ -112,17 +112,32 @@ class Life(threading.Event):
 
 class KafkaRecordPublisher:
     """Sends change records with a kafka-python producer and returns only once all of
-    them are acknowledged: the `publish_changes` of `streams.app.build_app`."""
+    them are acknowledged: the `publish_changes` of `streams.app.build_app`.
 
-    def __init__(self, client: KafkaProducer, *, timeout_s: float = 30.0) -> None:
-        self._client = client
+    A failed send replaces the producer before the error goes up (the projector then
+    retries the batch): an idempotent producer whose broker lost its producer ids is
+    failed for good (docs/streams-notes.md), and retrying with it would never succeed.
+    """
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
         self._timeout_s = timeout_s
+        self._client = producer(bootstrap)
 
     def __call__(self, records: Sequence[Record]) -> None:
-        futures = [self._client.send(topic, key=key, value=value) for topic, key, value in records]
-        self._client.flush(timeout=self._timeout_s)
-        for future in futures:
-            future.get(timeout=0)  # raises the send's error, if any
+        client = self._client
+        try:
+            futures = [client.send(topic, key=key, value=value) for topic, key, value in records]
+            client.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=0)  # raises the send's error, if any
+        except Exception:
+            self._client = producer(self._bootstrap)
+            client.close(timeout=0)
+            raise
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -131,8 +146,29 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-STOP_TIMEOUT: Final = 20.0
+STOP_TIMEOUT: Final = 40.0
 """Seconds a role process has to stop cleanly after SIGTERM."""
+
+PROJECT_STOP_GRACE: Final = 25.0
+"""Seconds the projector's event loop has to stop once its life ended (faust's own
+stop is bounded at 15 s inside it)."""
+
+
+def exit_if_threads_linger(grace: float = 5.0) -> None:
+    """End the process if threads that would keep it alive remain after ``grace``
+    seconds: an abandoned faust app leaves a non-daemon worker thread behind, and a
+    stopped `serve` must leave nothing running."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    lingering = [name for name in lingering if name != threading.current_thread().name]
+    if lingering:
+        log.error("threads %s did not stop; exiting anyway", lingering)
+        logging.shutdown()
+        os._exit(0)
 
 
 def _check(roles: set[str]) -> None:
@@ -244,6 +280,7 @@ def _role_process(role: str, launch: _Launch) -> None:
         as_role=launch.as_role,
         tuning=launch.tuning,
     )
+    exit_if_threads_linger()
 
 
 class Pipeline:
@@ -415,11 +452,37 @@ class Pipeline:
             store.close()
 
     def project(self, stop: threading.Event) -> None:
-        asyncio.run(self._project(stop))
+        """The faust app, on an event loop in a thread of its own. faust cannot always
+        stop: after the broker lost its data its consumer may wait on a coordinator
+        that no longer exists (observed: >60 s, once forever). So once this life has
+        ended, the loop gets `PROJECT_STOP_GRACE` seconds; after that it is abandoned
+        (its consumer group is the old incarnation's, its writes are forward-only) and
+        the supervisor starts a fresh app."""
+        errors: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                asyncio.run(self._project(stop))
+            except BaseException as exc:  # noqa: BLE001 - handed to the role's thread
+                errors.append(exc)
+
+        runner = threading.Thread(target=loop, name="eventcrm-project-loop", daemon=True)
+        runner.start()
+        while runner.is_alive() and not stop.is_set():
+            runner.join(0.5)
+        runner.join(PROJECT_STOP_GRACE)
+        if runner.is_alive():
+            log.error(
+                "projector: its event loop did not stop within %.0f s; abandoned",
+                PROJECT_STOP_GRACE,
+            )
+            return
+        if errors:
+            raise errors[0]
 
     async def _project(self, stop: threading.Event) -> None:
         store = self.store()
-        client = producer(self.bootstrap)
+        publisher = KafkaRecordPublisher(self.bootstrap)
         scratch = tempfile.TemporaryDirectory(prefix="eventcrm-faust-")
         try:
             policy = load_configured_policy(self.settings)
@@ -436,7 +499,7 @@ class Pipeline:
                 bootstrap=self.bootstrap,
                 topics=self.topics,
                 projector_factory=projector,
-                publish_changes=KafkaRecordPublisher(client),
+                publish_changes=publisher,
                 due=read_models.due,
                 partition_of=partition_of,
                 tick_interval=self.tuning.tick_interval,
@@ -449,5 +512,5 @@ class Pipeline:
             await served.run(stop)
         finally:
             scratch.cleanup()
-            client.close()
+            publisher.close()
             store.close()

@@ -232,15 +232,24 @@ class ProjectorApp:
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def run(self, stop: threading.Event, *, poll: float = 0.1) -> None:
+    async def run(
+        self, stop: threading.Event, *, poll: float = 0.1, stop_timeout: float = 15.0
+    ) -> None:
         """Start the app, serve until ``stop`` is set, then stop it. Raises if the app
-        crashed, so a supervisor can restart it."""
+        crashed, so a supervisor can restart it.
+
+        faust's stop waits for in-flight messages to be acknowledged; a batch that can
+        never be handled (its agent crashed) would make it wait forever, so the wait is
+        bounded: unacknowledged messages are simply not committed, and redelivered."""
         await self.app.start()
         try:
             while not stop.is_set() and not self.app.should_stop:
                 await asyncio.sleep(poll)
         finally:
-            await self.app.stop()
+            try:
+                await asyncio.wait_for(self.app.stop(), stop_timeout)
+            except TimeoutError:
+                log.error("projector: faust did not stop within %.0f s", stop_timeout)
         if self.app.crashed and not stop.is_set():
             raise RuntimeError(f"the projector app crashed: {self.app.crash_reason!r}")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
+import time
 import uuid
 from base64 import b64encode
 from collections.abc import Callable, Iterator
@@ -109,3 +112,25 @@ def store(database_url: str, make_store: StoreFactory) -> CustomerStore:
 def unique() -> str:
     """A suffix that keeps a test's customers and event ids apart from other tests'."""
     return uuid.uuid4().hex[:10]
+
+
+_EXIT_STATUS: list[int] = [0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Never hang after the results are in: a third-party non-daemon thread left behind
+    (faust's worker thread, if an app could not stop) would keep the run alive."""
+    deadline = time.monotonic() + 10
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [
+        t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if lingering:
+        print(f"\nthreads {lingering} did not stop; exiting anyway", file=sys.stderr, flush=True)
+        os._exit(_EXIT_STATUS[0])

@@ -13,7 +13,9 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -35,9 +37,9 @@ from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_o
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
-from infra.serve import Tuning, partition_of, run_roles
+from infra.serve import Tuning, partition_of, run_role_processes, run_roles
 from tests.conftest import StoreFactory, settings_for
-from tests.integration.test_pipeline import count, wait_until
+from tests.integration.test_pipeline import BAD, count, wait_until
 from tests.integration.test_store import purchase
 
 pytestmark = pytest.mark.integration
@@ -101,7 +103,9 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
 
     stop = threading.Event()
     serving = threading.Thread(
-        target=run_roles,
+        # Each role in a process of its own, as `eventcrm serve` runs them: a faust app
+        # that cannot stop after the reset is abandoned and its process ended.
+        target=run_role_processes,
         args=(settings, {"ingest", "relay", "project"}, stop),
         kwargs={
             "bootstrap": broker.bootstrap,
@@ -159,10 +163,11 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
     assert list(differences(read_models, store, policy)) == []
 
 
-def serve_ingest(
-    url: str, broker: EmbeddedBroker, prefix: str, batch_size: int
+def serve_role(
+    role: str, url: str, broker: EmbeddedBroker, prefix: str, *, batch_size: int = 500
 ) -> subprocess.Popen[bytes]:
-    """`eventcrm serve --role ingest` as its own process, as production runs it."""
+    """`eventcrm serve --role ROLE` as its own process, as production runs it; its log
+    goes to a temporary file (a pipe nobody reads could fill up and block it)."""
     env = {
         **os.environ,
         "EVENTCRM_DATABASE_URL": psycopg.conninfo.make_conninfo(url, user="eventcrm_app"),
@@ -172,10 +177,32 @@ def serve_ingest(
         "EVENTCRM_KAFKA_SESSION_TIMEOUT_SECONDS": "2",
         "EVENTCRM_RECORD_BATCH_SIZE": str(batch_size),
     }
-    command = [str(Path(sys.executable).parent / "eventcrm"), "serve", "--role", "ingest"]
+    command = [str(Path(sys.executable).parent / "eventcrm"), "serve", "--role", role]
+    log = tempfile.TemporaryFile(prefix=f"eventcrm-{role}-")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        command, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
     )
+
+
+def serve_ingest(
+    url: str, broker: EmbeddedBroker, prefix: str, batch_size: int
+) -> subprocess.Popen[bytes]:
+    return serve_role("ingest", url, broker, prefix, batch_size=batch_size)
+
+
+def stop_role(process: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, wait (SIGKILL after 30 s); returns the end of its log for messages."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log = process.stderr
+    if log is None:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-3000:]
 
 
 def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
@@ -217,13 +244,8 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
             what="every interaction stored after the restarts",
         )
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+        log = stop_role(process)
+    assert process.returncode == 0, log
     assert kills == 3
 
     assert_stored_once(store, fresh_database_url, interactions)
@@ -358,3 +380,88 @@ def committed(broker: EmbeddedBroker, group: str) -> int:
     finally:
         admin.close()
     return sum(offset.offset for offset in offsets.values())
+
+
+def test_killing_every_role_at_random_and_cutting_the_listen_connection_loses_nothing(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """RELIABILITY's fault suite in small: ingest, relay and projector as processes,
+    each killed with SIGKILL at random moments (and restarted) while a stream with bad
+    records in it is published, and the relay's LISTEN connection terminated."""
+    names = TopicNames(prefix=f"c{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    store = make_store(fresh_database_url)
+    read_models = ReadModelStore(store)
+    interactions = simulate(customers=300, seed=53, end=END).interactions
+    unique = {(i["source"], i["event_id"]) for i in interactions}
+    per_customer = Counter(
+        customer
+        for _, customer in {((i["source"], i["event_id"]), i["customer_id"]) for i in interactions}
+    )
+    roles = {
+        role: serve_role(role, fresh_database_url, broker, names.prefix, batch_size=100)
+        for role in ("ingest", "relay", "project")
+    }
+    rng = random.Random(11)
+    kills: Counter[str] = Counter()
+    chunks = [interactions[n : n + 500] for n in range(0, len(interactions), 500)]
+    try:
+        client = producer(broker.bootstrap)
+        for n, chunk in enumerate(chunks):
+            for item in chunk:
+                client.send(
+                    names.interactions, key=item["customer_id"].encode(), value=orjson.dumps(item)
+                )
+            if n == len(chunks) // 2:
+                for key, value in BAD:
+                    client.send(names.interactions, key=key, value=value)
+            client.flush()
+            time.sleep(rng.uniform(0.2, 0.8))
+            victim = rng.choice(sorted(roles))
+            roles[victim].send_signal(signal.SIGKILL)
+            roles[victim].wait(timeout=10)
+            kills[victim] += 1
+            roles[victim] = serve_role(
+                victim, fresh_database_url, broker, names.prefix, batch_size=100
+            )
+            if n == len(chunks) // 3:
+                cut_listen_connection(fresh_database_url)
+        client.close()
+
+        wait_until(
+            lambda: (
+                count(fresh_database_url, "interaction_keys") == len(unique)
+                and count(fresh_database_url, "dead_letters") == len(BAD)
+            ),
+            timeout=90,
+            what="every interaction stored or dead-lettered despite the kills",
+        )
+        wait_until(
+            lambda: caught_up(read_models, per_customer),
+            timeout=90,
+            what="the read models to catch up despite the kills",
+        )
+    finally:
+        logs = {role: stop_role(process) for role, process in roles.items()}
+    for role, process in roles.items():
+        assert process.returncode == 0, (role, logs[role])
+    assert sum(kills.values()) == len(chunks)
+    assert len(kills) == 3, f"every role was killed at least once: {dict(kills)}"
+
+    assert_stored_once(store, fresh_database_url, interactions)
+    policy = load_configured_policy(settings_for(fresh_database_url))
+    assert list(differences(read_models, store, policy)) == []
+
+
+def cut_listen_connection(url: str) -> None:
+    """Terminate the relay's LISTEN connection (the one holding its advisory lock)."""
+    query = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_until(
+            lambda: bool(conn.execute(query).fetchall()),
+            timeout=30,
+            what="the relay's LISTEN connection, to terminate it",
+        )

@@ -14,7 +14,6 @@ broker and a real PostgreSQL.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
 import time
@@ -41,7 +40,7 @@ from infra.settings import Settings
 from streams.app import ProjectorApp
 from streams.wire import parse_customer_event
 from tests.conftest import StoreFactory, settings_for
-from tests.integration.test_faults import assert_stored_once, publish, serve_ingest
+from tests.integration.test_faults import assert_stored_once, publish, serve_ingest, stop_role
 from tests.integration.test_pipeline import count, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -521,8 +520,7 @@ def test_two_ingest_processes_share_the_partitions_and_store_everything_once(
     finally:
         for process in (first, second):
             if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+                stop_role(process)
     assert first.returncode == 0
     assert second is not None
     assert second.returncode == 0
