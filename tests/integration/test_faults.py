@@ -465,3 +465,56 @@ def cut_listen_connection(url: str) -> None:
             timeout=30,
             what="the relay's LISTEN connection, to terminate it",
         )
+
+
+def test_a_paused_projector_zombie_cannot_regress_the_read_models(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """Two projector processes; one is frozen (SIGSTOP) past its session timeout while
+    the stream goes on, so the other takes over its partitions, then thawed (SIGCONT):
+    whatever the zombie still writes or publishes late must be rejected or harmless."""
+    names = TopicNames(prefix=f"z{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    store = make_store(fresh_database_url)
+    read_models = ReadModelStore(store)
+    interactions = simulate(customers=200, seed=59, end=END).interactions
+    per_customer = Counter(
+        customer
+        for _, customer in {((i["source"], i["event_id"]), i["customer_id"]) for i in interactions}
+    )
+    third = len(interactions) // 3
+    url = fresh_database_url
+    roles = {
+        name: serve_role(role, url, broker, names.prefix, batch_size=100)
+        for name, role in (
+            ("ingest", "ingest"),
+            ("relay", "relay"),
+            ("zombie", "project"),
+            ("survivor", "project"),
+        )
+    }
+    try:
+        publish(broker.bootstrap, names.interactions, interactions[:third])
+        wait_until(
+            lambda: count(url, "read_models") >= 50, timeout=60, what="both projectors at work"
+        )
+        roles["zombie"].send_signal(signal.SIGSTOP)
+        publish(broker.bootstrap, names.interactions, interactions[third : 2 * third])
+        time.sleep(5)  # > the 2 s session timeout: the survivor takes every partition
+        roles["zombie"].send_signal(signal.SIGCONT)
+        publish(broker.bootstrap, names.interactions, interactions[2 * third :])
+        wait_until(
+            lambda: caught_up(read_models, per_customer),
+            timeout=90,
+            what="the read models to catch up after the zombie came back",
+        )
+        time.sleep(3)  # let the zombie's late writes, if any, land
+    finally:
+        logs = {name: stop_role(process) for name, process in roles.items()}
+    for name, process in roles.items():
+        assert process.returncode == 0, (name, logs[name])
+
+    assert caught_up(read_models, per_customer), "no read model moved back"
+    assert_stored_once(store, url, interactions)
+    policy = load_configured_policy(settings_for(url))
+    assert list(differences(read_models, store, policy)) == []
