@@ -8,6 +8,7 @@ The oracle is the same every time: every published interaction is stored exactly
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import psycopg
@@ -178,10 +179,16 @@ def serve_role(
         "EVENTCRM_RECORD_BATCH_SIZE": str(batch_size),
     }
     command = [str(Path(sys.executable).parent / "eventcrm"), "serve", "--role", role]
-    log = tempfile.TemporaryFile(prefix=f"eventcrm-{role}-")  # noqa: SIM115 - the process owns it
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile(prefix=f"eventcrm-{role}-")  # noqa: SIM115 - closed by stop_role
+    process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
     )
+    _LOGS[process.pid] = log
+    return process
+
+
+_LOGS: dict[int, IO[bytes]] = {}
+"""The log file of each process `serve_role` started, by pid."""
 
 
 def serve_ingest(
@@ -198,11 +205,12 @@ def stop_role(process: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    log = process.stderr
+    log = _LOGS.pop(process.pid, None)
     if log is None:
         return ""
-    log.seek(0)
-    return log.read().decode(errors="replace")[-3000:]
+    with log:
+        log.seek(0)
+        return log.read().decode(errors="replace")[-3000:]
 
 
 def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
@@ -518,3 +526,57 @@ def test_a_paused_projector_zombie_cannot_regress_the_read_models(
     assert_stored_once(store, url, interactions)
     policy = load_configured_policy(settings_for(url))
     assert list(differences(read_models, store, policy)) == []
+
+
+def test_a_database_outage_pauses_the_ingest_and_it_resumes_without_loss(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """The database refuses connections for a few seconds, its sessions cut, while the
+    ingest process records a stream: it must pause, retry and lose nothing."""
+    names = TopicNames(prefix=f"o{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    interactions = simulate(customers=300, seed=61, end=END).interactions
+    unique = {(i["source"], i["event_id"]) for i in interactions}
+    publish(broker.bootstrap, names.interactions, interactions)
+    database = psycopg.conninfo.conninfo_to_dict(fresh_database_url)["dbname"]
+    admin = psycopg.conninfo.make_conninfo(fresh_database_url, dbname="postgres")
+
+    process = serve_ingest(fresh_database_url, broker, names.prefix, batch_size=50)
+    stack = contextlib.ExitStack()
+    try:
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") >= len(unique) // 4,
+            timeout=60,
+            what="the ingest under way",
+            poll=0.01,
+        )
+        monitor = stack.enter_context(psycopg.connect(fresh_database_url, autocommit=True))
+        before_outage = count(fresh_database_url, "interaction_keys")
+        assert before_outage < len(unique), "the outage hits mid-stream"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            cut = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND usename = 'eventcrm_app'",
+                (database,),
+            ).fetchall()
+            assert cut, "the ingest's sessions were cut"
+            # The outage: the application cannot connect. A session opened before it
+            # (the owner's, not cut) watches that nothing is recorded meanwhile.
+            at_start = monitor.execute("SELECT count(*) FROM interaction_keys").fetchone()
+            time.sleep(4)
+            at_end = monitor.execute("SELECT count(*) FROM interaction_keys").fetchone()
+            assert at_start == at_end, "the ingest paused during the outage"
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        wait_until(
+            lambda: count(fresh_database_url, "interaction_keys") == len(unique),
+            timeout=60,
+            what="every interaction stored after the outage",
+        )
+    finally:
+        stack.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        log = stop_role(process)
+    assert process.returncode == 0, log
+    assert_stored_once(make_store(fresh_database_url), fresh_database_url, interactions)
