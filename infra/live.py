@@ -118,6 +118,9 @@ def streaming_demo(
         run_migrations(demo_settings, demo_url)
         master_key = load_master_key(home_settings, embedded=True, say=say)
         with embedded_broker() as broker:
+            # Provisioned here, before `_drive` publishes: the roles start (and provision)
+            # in the background, and a first publish would make the broker auto-create
+            # `interactions` with 4 partitions.
             topics = TopicNames(prefix=settings.topic_prefix)
             ensure_topics(broker.bootstrap, topics.all(), partitions=topics.partitions())
             stop = threading.Event()

@@ -29,9 +29,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from kafka.partitioner.default import murmur2
 
@@ -78,15 +78,11 @@ class Tuning:
         return cls(session_timeout=session, heartbeat_interval=session / 4)
 
     @classmethod
-    def fast(cls, **overrides: object) -> Tuning:
-        settings: dict[str, object] = {
-            "session_timeout": 2.0,
-            "heartbeat_interval": 0.5,
-            "restart_pause": 0.5,
-            "watch_interval": 0.5,
-        }
-        settings.update(overrides)
-        return cls(**settings)  # type: ignore[arg-type]
+    def fast(cls, **overrides: Any) -> Tuning:
+        fast = cls(
+            session_timeout=2.0, heartbeat_interval=0.5, restart_pause=0.5, watch_interval=0.5
+        )
+        return replace(fast, **overrides)
 
 
 class Life(threading.Event):
@@ -163,8 +159,8 @@ def exit_if_threads_linger(grace: float = 5.0) -> None:
         if thread is threading.current_thread() or thread.daemon:
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
-    lingering = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
-    lingering = [name for name in lingering if name != threading.current_thread().name]
+    me = threading.current_thread()
+    lingering = [t.name for t in threading.enumerate() if t is not me and not t.daemon]
     if lingering:
         log.error("threads %s did not stop; exiting anyway", lingering)
         logging.shutdown()
