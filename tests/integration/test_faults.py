@@ -68,12 +68,33 @@ def publish(bootstrap: str, topic: str, items: Sequence[dict[str, Any]]) -> None
 def assert_stored_once(store: CustomerStore, url: str, items: list[dict[str, Any]]) -> None:
     """Every distinct interaction stored exactly once, versions 1..n per customer."""
     unique = {(i["source"], i["event_id"]): i for i in items}
-    per_customer = Counter(i["customer_id"] for i in unique.values())
+    per_customer = distinct_per_customer(items)
     assert count(url, "interaction_keys") == len(unique)
     assert count(url, "customer_events") == len(unique) + len(per_customer)
     for customer_id, expected in per_customer.items():
         versions = [version for version, _, _ in store.stored_events(customer_id)]
         assert versions == list(range(1, expected + 2)), customer_id
+
+
+def distinct_per_customer(items: Sequence[dict[str, Any]]) -> Counter[str]:
+    """How many distinct interactions (by `(source, event_id)`) each customer has."""
+    unique = {(i["source"], i["event_id"]): i["customer_id"] for i in items}
+    return Counter(unique.values())
+
+
+def consumed(store: CustomerStore, bootstrap: str, names: TopicNames) -> int:
+    """Offsets of the current `interactions` incarnation the ingest has applied."""
+    topic = names.interactions
+    watch = TopicWatch(bootstrap, [topic])
+    try:
+        incarnation = incarnation_of(watch.ids()[topic])
+    finally:
+        watch.close()
+    positions = (
+        store.position(position_name(topic, p, incarnation))
+        for p in range(names.partitions()[topic])
+    )
+    return sum(position + 1 for position in positions if position is not None)
 
 
 def caught_up(read_models: ReadModelStore, per_customer: Counter[str]) -> bool:
@@ -100,7 +121,7 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
     half = len(interactions) // 2
     first, second = interactions[:half], interactions[half:]
     unique = {(i["source"], i["event_id"]): i for i in interactions}
-    per_customer = Counter(i["customer_id"] for i in unique.values())
+    per_customer = distinct_per_customer(interactions)
 
     stop = threading.Event()
     serving = threading.Thread(
@@ -152,12 +173,7 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
     watch.close()
     assert all(after.values()), "every topic was re-provisioned"
     assert all(after[name] != before[name] for name in names.all()), "new incarnations"
-    new_interactions = incarnation_of(after[names.interactions])
-    resumed = [
-        store.position(position_name(names.interactions, p, new_interactions))
-        for p in range(names.partitions()[names.interactions])
-    ]
-    assert any(position is not None for position in resumed), "ingest went on, on the new topic"
+    assert consumed(store, broker.bootstrap, names) > 0, "ingest went on, on the new topic"
 
     assert_stored_once(store, fresh_database_url, interactions)
     policy = load_configured_policy(settings)
@@ -257,16 +273,7 @@ def test_killing_the_ingest_process_mid_stream_loses_and_doubles_nothing(
     assert kills == 3
 
     assert_stored_once(store, fresh_database_url, interactions)
-    incarnation = incarnation_of(
-        TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
-    )
-    consumed = sum(
-        position + 1
-        for p in range(names.partitions()[names.interactions])
-        if (position := store.position(position_name(names.interactions, p, incarnation)))
-        is not None
-    )
-    assert consumed == len(interactions), "every offset applied exactly once"
+    assert consumed(store, broker.bootstrap, names) == len(interactions), "each offset once"
 
 
 def test_a_full_redelivery_changes_neither_the_store_nor_the_read_models(
@@ -280,7 +287,7 @@ def test_a_full_redelivery_changes_neither_the_store_nor_the_read_models(
     read_models = ReadModelStore(store)
     interactions = simulate(customers=40, seed=43, end=END).interactions
     unique = {(i["source"], i["event_id"]): i for i in interactions}
-    per_customer = Counter(i["customer_id"] for i in unique.values())
+    per_customer = distinct_per_customer(interactions)
     now = datetime(2026, 11, 20, tzinfo=UTC)  # one clock for both runs: ticks agree
 
     def serve(group_prefix: str) -> tuple[threading.Event, threading.Thread]:
@@ -324,18 +331,11 @@ def test_a_full_redelivery_changes_neither_the_store_nor_the_read_models(
     try:
         publish(broker.bootstrap, names.interactions, interactions)
 
-        def consumed_twice() -> bool:
-            incarnation = incarnation_of(
-                TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
-            )
-            return sum(
-                position + 1
-                for p in range(names.partitions()[names.interactions])
-                if (position := store.position(position_name(names.interactions, p, incarnation)))
-                is not None
-            ) == 2 * len(interactions)
-
-        wait_until(consumed_twice, timeout=60, what="the redelivered interactions consumed")
+        wait_until(
+            lambda: consumed(store, broker.bootstrap, names) == 2 * len(interactions),
+            timeout=60,
+            what="the redelivered interactions consumed",
+        )
         # One new customer per partition of customer-events, published after the
         # redelivery: per-partition order means that once all of them are projected,
         # the new group has read everything before them.
@@ -402,10 +402,7 @@ def test_killing_every_role_at_random_and_cutting_the_listen_connection_loses_no
     read_models = ReadModelStore(store)
     interactions = simulate(customers=300, seed=53, end=END).interactions
     unique = {(i["source"], i["event_id"]) for i in interactions}
-    per_customer = Counter(
-        customer
-        for _, customer in {((i["source"], i["event_id"]), i["customer_id"]) for i in interactions}
-    )
+    per_customer = distinct_per_customer(interactions)
     roles = {
         role: serve_role(role, fresh_database_url, broker, names.prefix, batch_size=100)
         for role in ("ingest", "relay", "project")
@@ -486,10 +483,7 @@ def test_a_paused_projector_zombie_cannot_regress_the_read_models(
     store = make_store(fresh_database_url)
     read_models = ReadModelStore(store)
     interactions = simulate(customers=200, seed=59, end=END).interactions
-    per_customer = Counter(
-        customer
-        for _, customer in {((i["source"], i["event_id"]), i["customer_id"]) for i in interactions}
-    )
+    per_customer = distinct_per_customer(interactions)
     third = len(interactions) // 3
     url = fresh_database_url
     roles = {

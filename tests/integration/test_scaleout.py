@@ -28,11 +28,10 @@ import psycopg
 import pytest
 
 from adapters.crypto import MasterKey
-from adapters.ingest import position_name
 from adapters.readmodels import ReadModel, ReadModelStore, differences
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
-from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
+from adapters.topics import TopicNames, ensure_topics
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import Tuning, partition_of, run_roles
@@ -40,7 +39,13 @@ from infra.settings import Settings
 from streams.app import ProjectorApp
 from streams.wire import parse_customer_event
 from tests.conftest import StoreFactory, settings_for
-from tests.integration.test_faults import assert_stored_once, publish, serve_ingest, stop_role
+from tests.integration.test_faults import (
+    assert_stored_once,
+    consumed,
+    publish,
+    serve_ingest,
+    stop_role,
+)
 from tests.integration.test_pipeline import count, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -525,13 +530,4 @@ def test_two_ingest_processes_share_the_partitions_and_store_everything_once(
     assert second is not None
     assert second.returncode == 0
     assert_stored_once(store, fresh_database_url, interactions)
-    incarnation = incarnation_of(
-        TopicWatch(broker.bootstrap, [names.interactions]).ids()[names.interactions]
-    )
-    consumed = sum(
-        position + 1
-        for p in range(names.partitions()[names.interactions])
-        if (position := store.position(position_name(names.interactions, p, incarnation)))
-        is not None
-    )
-    assert consumed == len(interactions), "every offset applied exactly once"
+    assert consumed(store, broker.bootstrap, names) == len(interactions), "each offset once"
