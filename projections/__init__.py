@@ -4,12 +4,9 @@ No I/O, no clock, no environment: time is always an argument, so a live projecti
 a replay of the stored events evaluated at the same instant are equal by construction.
 """
 
-from projections.engine import (
-    FAR,
-    STAGES,
-    CustomerState,
+from projections.alert import alert_id_for
+from projections.driver import (
     advance,
-    alert_id_for,
     apply,
     fold,
     initial_state,
@@ -17,6 +14,7 @@ from projections.engine import (
     replay,
     snapshot,
 )
+from projections.lifecycle import STAGES
 from projections.model import (
     ALERT_ACKNOWLEDGED,
     ALERT_RESOLVED,
@@ -34,6 +32,7 @@ from projections.policy import (
     PolicyError,
     load_policy,
 )
+from projections.state import FAR, CustomerState
 
 __all__ = [
     "ALERT_ACKNOWLEDGED",

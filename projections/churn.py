@@ -11,13 +11,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from projections.model import Reason, from_micros
 from projections.policy import DAY_US, MONEY_CONTEXT, SCALE, ChurnPolicy, Policy
-
-if TYPE_CHECKING:
-    from projections.engine import CustomerState
+from projections.state import CustomerState
 
 LEVELS: Final = ("none", "watch", "warning", "critical")
 _HUNDREDTH: Final = Decimal("0.01")
@@ -29,18 +27,9 @@ def expected_interval(state: CustomerState) -> tuple[int, int]:
     The mean of their own intervals, blended with the population prior worth
     ``prior_weight`` intervals, so one or two purchases do not define a cadence.
     Cached in the state (``interval``): it changes only with a purchase, see
-    :func:`cadence_of`.
+    :func:`projections.cadence.cadence_of`.
     """
     return state.interval
-
-
-def cadence_of(policy: Policy, purchase_count: int, span_us: int) -> tuple[int, int]:
-    """:func:`expected_interval` from its inputs (``span_us``: first to last purchase)."""
-    cadence = policy.cadence
-    return (
-        cadence.prior_weight * cadence.prior_interval_us + (span_us if purchase_count >= 2 else 0),
-        cadence.prior_weight + max(purchase_count - 1, 0),
-    )
 
 
 def inactivity_centi(state: CustomerState, t: int) -> int:

@@ -15,7 +15,7 @@ from projections import (
     InputEvent,
     advance,
     apply,
-    engine,
+    driver,
     fold,
     initial_state,
     load_policy,
@@ -23,6 +23,8 @@ from projections import (
     replay,
     snapshot,
 )
+from projections import churn as signals
+from projections.state import CustomerState
 from tests.unit.quality.simulate import at, event
 from tests.unit.test_projections_properties import AS_OF, histories
 
@@ -34,15 +36,15 @@ def full_evaluation_everywhere() -> Iterator[None]:
     """Every window edge evaluated in full, and the trend never cached."""
     patch = pytest.MonkeyPatch()
     patch.setattr(
-        engine, "_window_edge", lambda state, t, changes: engine._evaluate(state, t, None, changes)
+        driver, "window_edge", lambda state, t, changes: driver._evaluate(state, t, None, changes)
     )
-    original = engine.signals.other_centi
+    original = signals.other_centi
 
-    def uncached(state: engine.CustomerState, t: int) -> int:
+    def uncached(state: CustomerState, t: int) -> int:
         state.trend = -1
         return original(state, t)
 
-    patch.setattr(engine.signals, "other_centi", uncached)
+    patch.setattr(signals, "other_centi", uncached)
     try:
         yield
     finally:
