@@ -5,10 +5,13 @@ a replay of the stored events evaluated at the same instant are equal by constru
 """
 
 from projections.alert import alert_id_for
+from projections.churn import as_points, churn_score, score_steps
 from projections.driver import (
     advance,
     apply,
+    churn_inputs,
     fold,
+    fold_through,
     initial_state,
     next_deadline,
     replay,
@@ -32,6 +35,7 @@ from projections.policy import (
     PolicyError,
     load_policy,
 )
+from projections.signals import SIGNALS, UNIT_SCALE, ChurnInputs, SignalSpec
 from projections.state import FAR, CustomerState
 
 __all__ = [
@@ -39,24 +43,33 @@ __all__ = [
     "ALERT_RESOLVED",
     "ALERT_SNOOZED",
     "DEFAULT_POLICY_RESOURCE",
+    "SIGNALS",
+    "UNIT_SCALE",
     "FAR",
     "STAGES",
     "Change",
+    "ChurnInputs",
     "CustomerState",
     "InputEvent",
     "Policy",
     "PolicyError",
     "Reason",
+    "SignalSpec",
     "ReplayStep",
     "Snapshot",
     "StepSummary",
     "advance",
     "alert_id_for",
     "apply",
+    "as_points",
+    "churn_inputs",
+    "churn_score",
     "fold",
+    "fold_through",
     "initial_state",
     "load_policy",
     "next_deadline",
     "replay",
+    "score_steps",
     "snapshot",
 ]

@@ -30,10 +30,6 @@ def alert_id_for(customer_id: str, sequence: int) -> str:
     return f"alert-{digest[:24]}"
 
 
-def _score_centi(state: CustomerState, t: int) -> int:
-    return signals.other_centi(state, t) + signals.inactivity_centi(state, t)
-
-
 def ops_action(state: CustomerState, t: int, event: InputEvent, changes: list[Change]) -> None:
     """Ops actions apply to the open alert they name; anything else is ignored."""
     facts = event.facts
@@ -100,8 +96,7 @@ def evaluate_alert(
             )
             _set_alert(state, t, "closed", (reason,), changes)
         return
-    centi = _score_centi(state, t)
-    score = signals.score_of(centi)
+    score = signals.score_at(state, t)
     if not state.alert_open:
         if not state.alert_armed:
             if score < churn.warning - churn.resolve_margin:
@@ -150,7 +145,7 @@ def alert_quiet(state: CustomerState, t: int) -> bool:
     churn = state.policy.churn
     if state.stage == "churned":
         return state.alert_armed and not state.alert_open
-    score = signals.score_of(_score_centi(state, t))
+    score = signals.score_at(state, t)
     if not state.alert_open:
         if not state.alert_armed:
             return score >= churn.warning - churn.resolve_margin
@@ -173,9 +168,9 @@ def _score_reasons(
     level = signals.level_of(score, policy.churn)
     head = Reason(
         rule,
-        f"churn score {score} ({level})",
+        f"churn score {signals.as_points(score)} ({level})",
         policy.version,
-        inputs={"score": score, "level": level},
+        inputs={"score": signals.as_points(score), "level": level},
         thresholds=signals.fixed_thresholds(policy)["alert"],
         event_ids=trigger_ids(trigger),
     )
@@ -203,7 +198,7 @@ def _set_alert(
 
 
 def cross_target(state: CustomerState) -> int | None:
-    if state.stage != "churned" and state.purchase_count and not state.subs:
+    if state.stage != "churned" and state.last_commerce_us is not None and not state.subs:
         if not state.alert_open and state.alert_armed:
             return state.policy.churn.warning
         if state.alert_open and state.alert_severity == "warning":

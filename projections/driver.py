@@ -23,7 +23,7 @@ This module drives the process; each projection has its own module (:mod:`.tier`
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -46,6 +46,7 @@ from projections.model import (
     to_micros,
 )
 from projections.policy import Policy
+from projections.signals import ChurnInputs
 from projections.state import FAR, CustomerState
 from projections.tier import evaluate_tier
 
@@ -123,29 +124,121 @@ def fold(
     return state
 
 
+def fold_through(
+    customer_id: str,
+    events: Iterable[InputEvent],
+    policy: Policy,
+    instants: Iterable[datetime],
+    *,
+    on_change: Callable[[list[Change]], Any] | None = None,
+) -> Iterator[tuple[datetime, CustomerState]]:
+    """One pass through the customer's history, stopping at each instant (in time order):
+    yields the state there, which is the state :func:`fold` gives for that ``as_of``.
+
+    The state is the fold's own, mutable: read it before asking for the next one.
+    ``on_change`` receives every change on the way (none are built without it).
+    """
+    stops = sorted(instants)
+    if not stops:
+        return
+    state = CustomerState(customer_id, policy)
+    state.emit = on_change is not None
+    sink: _Sink = on_change if on_change is not None else _discard
+    steps = _ignore_step if on_change is None else _step_sink(sink)
+    items = _ordered(events, to_micros(stops[-1]))
+    position = 0
+    for instant in stops:
+        limit = to_micros(instant)
+        while position < len(items) and items[position][1] <= limit:
+            event, at, key = items[position]
+            _fold_event(state, event, at, key, sink)
+            position += 1
+        _advance(state, limit, steps)
+        yield instant, state
+
+
+def churn_inputs(state: CustomerState, t: datetime) -> ChurnInputs | None:
+    """The churn signals' raw values at ``t`` (None for a customer who never bought)."""
+    return signals.inputs_at(state, to_micros(t))
+
+
 def replay(
     customer_id: str, events: Iterable[InputEvent], policy: Policy, *, as_of: datetime
 ) -> list[ReplayStep]:
     """The audited fold: each event and each time-driven change, in time order, with the
     visible state after it (:class:`StepSummary`, equal to the same fields of a
-    :func:`snapshot` taken there)."""
+    :func:`snapshot` taken there).
+
+    Time-driven steps are the deadlines that changed something (a tier, stage or alert
+    change, or the churn level: a complaint leaving its window lowers it) and the
+    instants the score reaches a higher level by time alone (kind ``score``). The last
+    step is the state as of ``as_of`` (kind ``as_of`` when nothing happened exactly
+    then): it equals ``snapshot(fold(..., as_of=as_of))``.
+    """
     state = CustomerState(customer_id, policy)
     limit = to_micros(as_of)
     steps: list[ReplayStep] = []
     summarize = _summarizer(state)
 
-    def on_time_step(at: int, changes: list[Change]) -> None:
-        steps.append(ReplayStep(from_micros(at), None, "deadline", summarize(), tuple(changes)))
+    def step(at: int, changes: list[Change], kind: str, event: InputEvent | None = None) -> None:
+        summary = summarize()
+        level = steps[-1].summary.churn_level if steps else "none"
+        if event is None and not changes and kind == "deadline" and summary.churn_level == level:
+            return
+        when = event.occurred_at if event is not None else from_micros(at)
+        steps.append(
+            ReplayStep(when, None if event is None else event.event_id,
+                       kind if event is None else event.kind, summary, tuple(changes))
+        )  # fmt: skip
 
     for event, at, key in _ordered(events, limit):
-        _advance(state, at, on_time_step)
+        _advance_audited(state, at, step)
         found: list[Change] = []
         _fold_event(state, event, at, key, found.extend)
-        steps.append(
-            ReplayStep(event.occurred_at, event.event_id, event.kind, summarize(), tuple(found))
-        )
-    _advance(state, limit, on_time_step)
+        step(at, found, event.kind, event)
+    _advance_audited(state, limit, step)
+    if not steps or to_micros(steps[-1].at) < limit:
+        step(limit, [], "as_of")
     return steps
+
+
+def _advance_audited(
+    state: CustomerState, t: int, step: Callable[[int, list[Change], str], None]
+) -> None:
+    """:func:`_advance` for a replay: every deadline goes to ``step``, and so does each
+    instant before it at which the score alone reaches a higher churn level."""
+    while True:
+        at = _next_step(state, t)
+        _level_steps(state, t if at is None else at, step)
+        if at is None:
+            break
+        state.clock = at
+        changes: list[Change] = []
+        if at == state.wake and at < state.wake_fixed:
+            window_edge(state, at, changes)
+        else:
+            _evaluate(state, at, None, changes)
+        step(at, changes, "deadline")
+    if state.clock is None or t > state.clock:
+        state.clock = t
+
+
+def _level_steps(
+    state: CustomerState, until: int, step: Callable[[int, list[Change], str], None]
+) -> None:
+    """Steps at the instants in ``(clock, until)`` where time alone lifts the score to a
+    higher churn level (nothing else moves before ``until``, a deadline or the target)."""
+    churn = state.policy.churn
+    while state.clock is not None and until > state.clock + 1:
+        score = signals.score_at(state, state.clock)
+        above = [level for level in (churn.watch, churn.warning, churn.critical) if level > score]
+        if not above:
+            return
+        instant = signals.crossing(state, state.clock, until - 1, above[0])
+        if instant is None:
+            return
+        _advance(state, instant, _ignore_step)
+        step(instant, [], "score")
 
 
 def _summarizer(state: CustomerState) -> Callable[[], StepSummary]:
@@ -155,11 +248,7 @@ def _summarizer(state: CustomerState) -> Callable[[], StepSummary]:
 
     def summarize() -> StepSummary:
         t = state.clock
-        score = 0
-        if t is not None:
-            score = signals.score_of(
-                signals.other_centi(state, t) + signals.inactivity_centi(state, t)
-            )
+        score = 0 if t is None else signals.score_at(state, t)
         since = state.stage_since
         if since != entered[0]:
             entered[:] = [since, None if since is None else from_micros(since)]
@@ -167,7 +256,7 @@ def _summarizer(state: CustomerState) -> Callable[[], StepSummary]:
             state.tier,
             state.stage,
             entered[1],
-            score,
+            signals.as_points(score),
             signals.level_of(score, churn),
             state.alert_status,
             state.alert_id,
@@ -186,7 +275,7 @@ def snapshot(state: CustomerState) -> Snapshot:
     score = 0
     churn_reasons: tuple[Reason, ...] = ()
     if t is not None:
-        score = signals.score_of(signals.other_centi(state, t) + signals.inactivity_centi(state, t))
+        score = signals.score_at(state, t)
         churn_reasons = signals.signal_reasons(state, t)
     durations = dict(state.stage_us)
     if state.stage_since is not None and t is not None:
@@ -198,7 +287,7 @@ def snapshot(state: CustomerState) -> Snapshot:
         stage_entered_at=None if state.stage_since is None else from_micros(state.stage_since),
         stage_entries=dict(state.stage_entries),
         stage_days={stage: signals.days(us) for stage, us in sorted(durations.items())},
-        churn_score=score,
+        churn_score=signals.as_points(score),
         churn_level=signals.level_of(score, state.policy.churn),
         alert_state=state.alert_status,
         alert_id=state.alert_id,
@@ -208,7 +297,8 @@ def snapshot(state: CustomerState) -> Snapshot:
         base_currency=state.policy.base_currency,
         purchase_count=state.purchase_count,
         window_purchase_count=state.win_purchases,
-        reasons=state.tier_reasons + state.stage_reasons + state.alert_reasons + churn_reasons,
+        reasons=state.tier_reasons + state.stage_reasons + state.alert_reasons,
+        churn_signals=churn_reasons,
         policy_version=state.policy.version,
         evaluated_at=None if t is None else from_micros(t),
         event_count=len(state.events),

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from domain.interactions import Kind
 from projections import churn as signals
 from projections.model import ALERT_ACKNOWLEDGED, ALERT_RESOLVED, ALERT_SNOOZED, InputEvent
-from projections.policy import MONEY_CONTEXT
+from projections.policy import DAY_US, MONEY_CONTEXT
 from projections.state import CustomerState
 
 _PURCHASE, _REFUND = Kind.PURCHASE.value, Kind.REFUND.value
@@ -52,31 +52,34 @@ LIFECYCLE_KINDS: Final = TIER_KINDS | {_SUB_CANCELLED}
 """Kinds that can change a lifecycle input (purchases, subscriptions, last commerce)."""
 
 
-def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: PLR0912, PLR0915 -- one branch per event kind reads best
+def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: PLR0912 -- one branch per event kind reads best
     """Update the running statistics with one event (in event-time order)."""
     kind = event.kind
     policy = state.policy
     facts = event.facts
-    state.other_base = -1
-    if kind in (_PURCHASE, _REFUND, _SUB_STARTED, _SUB_RENEWED):
-        amount = _base_amount(state, event, at)
-        if kind == _REFUND:
-            amount = -amount
+    state.static_base = None
+    if kind == _REFUND:
+        _refund(state, event, at)
+    elif kind in (_PURCHASE, _SUB_STARTED, _SUB_RENEWED):
+        amount, rate = _base_amount(state, event, at)
         purchase = 1 if kind == _PURCHASE else 0
+        key = _order_key(event)
+        state.orders[key] = (at, amount, event.currency, rate, bool(purchase))
         if amount or purchase:
-            state.win.append((at + policy.tier.window_us, amount, purchase, event.event_id))
+            state.win.append((at + policy.tier.window_us, amount, purchase, event.event_id, key))
             state.win_revenue = MONEY_CONTEXT.add(state.win_revenue, amount)
             state.win_purchases += purchase
         if amount:
             state.recent.append((at + policy.churn.trend_window_us, amount))
             state.recent_sum = MONEY_CONTEXT.add(state.recent_sum, amount)
             state.trend = -1
-        if kind == _REFUND:
-            return
         if purchase:
             if state.purchase_count == 0:
                 state.first_purchase_us = at
             state.purchase_count += 1
+            if at // DAY_US != state.purchase_day:
+                state.purchase_day = at // DAY_US
+                state.purchase_days += 1
             state.last_purchase_us = at
             state.last_purchase_id = event.event_id
             state.refresh_cadence()
@@ -86,6 +89,8 @@ def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: P
             state.cancel_until = None
             if kind == _SUB_RENEWED:
                 state.renewal_count += 1
+        if state.first_commerce_us is None:
+            state.first_commerce_us = at
         state.last_commerce_us = at
         state.last_commerce_id = event.event_id
         state.cancel_risk = False
@@ -104,10 +109,8 @@ def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: P
         _forget_ticket(state, state.tickets.get(ticket_id))
         state.tickets[ticket_id] = (at + sla, priority, event.event_id)
         insort(state.ticket_dues, at + sla)
-        state.ticket_rev += 1
     elif kind == Kind.SUPPORT_TICKET_RESOLVED:
         _forget_ticket(state, state.tickets.pop(str(facts.get("ticket_id", "")), None))
-        state.ticket_rev += 1
     elif kind == Kind.COMPLAINT:
         units = policy.churn.complaint_high_factor if facts.get("severity") == "high" else 1
         state.complaints.append((at + policy.churn.complaint_window_us, units, event.event_id))
@@ -124,23 +127,102 @@ def _forget_ticket(state: CustomerState, ticket: tuple[int, str, str] | None) ->
         del dues[bisect_left(dues, ticket[0])]
 
 
-def _base_amount(state: CustomerState, event: InputEvent, at: int) -> Decimal:
-    """The event's amount in the base currency; 0 (and noted) when it cannot be converted."""
+def _order_key(event: InputEvent) -> str:
+    order_id = event.facts.get("order_id")
+    return f"order:{order_id}" if order_id else f"event:{event.event_id}"
+
+
+def _base_amount(state: CustomerState, event: InputEvent, at: int) -> tuple[Decimal, Decimal | None]:
+    """The event's amount in the base currency, and the rate used (None: the base
+    currency itself); 0 (and noted) when it cannot be converted."""
     amount, currency = event.amount, event.currency
     if amount is None or currency is None:
-        return Decimal(0)
+        return Decimal(0), None
     policy = state.policy
     if currency == policy.base_currency:
-        return amount
+        return amount, None
     days = policy.fx_days.get(currency)
     if not days:
         state.fx_excluded[currency] = state.fx_excluded.get(currency, 0) + 1
-        return Decimal(0)
+        return Decimal(0), Decimal(0)
     index = bisect_right(days, at) - 1  # as Policy.convert, without its explanation
     if index < 0:
         index = 0
         state.fx_fallbacks += 1
-    return MONEY_CONTEXT.multiply(amount, policy.fx[currency][index].rate)
+    rate = policy.fx[currency][index].rate
+    return MONEY_CONTEXT.multiply(amount, rate), rate
+
+
+def _refund(state: CustomerState, event: InputEvent, at: int) -> None:
+    """Net a refund against what it refunds, at that purchase's rate and in its windows.
+
+    With an ``order_id`` naming a known purchase in the same currency, the refund takes
+    that purchase's FX rate (a fully refunded foreign purchase leaves no residue) and
+    counts only while the purchase does: once the purchase has left the trailing window
+    its refund has nothing left to net against there. A fully refunded purchase no
+    longer counts as a purchase for the tier. Without one, the refund (at its own
+    date's rate) nets against the latest purchases still in the tier window; whatever is
+    left refunds something older than the window and is not counted. So window revenue
+    never goes negative.
+    """
+    order_id = event.facts.get("order_id")
+    key = f"order:{order_id}" if order_id else ""
+    order = state.orders.get(key) if key else None
+    amount = event.amount or Decimal(0)
+    if order is not None and order[2] == event.currency:
+        rate = order[3]
+        _net(state, key, order, amount if rate is None else MONEY_CONTEXT.multiply(amount, rate),
+             at, event.event_id)  # fmt: skip
+        return
+    left, _ = _base_amount(state, event, at)
+    for item in reversed(list(state.win)):
+        if left <= 0:
+            return
+        found = state.orders.get(item[4])
+        if found is None or found[1] <= 0 or item[1] <= 0:
+            continue
+        taken = min(left, found[1])
+        _net(state, item[4], found, taken, at, event.event_id)
+        left -= taken
+
+
+def _net(
+    state: CustomerState,
+    key: str,
+    order: tuple[int, Decimal, str | None, Decimal | None, bool],
+    amount: Decimal,
+    at: int,
+    refund_id: str,
+) -> None:
+    purchased_at, remaining, currency, rate, is_purchase = order
+    taken = min(amount, remaining)
+    if taken <= 0:
+        return
+    left = MONEY_CONTEXT.subtract(remaining, taken)
+    state.orders[key] = (purchased_at, left, currency, rate, is_purchase)
+    policy = state.policy
+    expiry = purchased_at + policy.tier.window_us
+    if at < expiry:
+        gone = -1 if is_purchase and left <= 0 else 0
+        insort(state.win, (expiry, -taken, gone, refund_id, key), key=_EXPIRY)
+        state.win_revenue = MONEY_CONTEXT.subtract(state.win_revenue, taken)
+        state.win_purchases += gone
+    window = policy.churn.trend_window_us
+    if at < purchased_at + window:
+        insort(state.recent, (purchased_at + window, -taken), key=_EXPIRY)
+        state.recent_sum = MONEY_CONTEXT.subtract(state.recent_sum, taken)
+        state.trend = -1
+    elif at < purchased_at + 2 * window:
+        insort(state.prior, (purchased_at + 2 * window, -taken), key=_EXPIRY)
+        state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, taken)
+        state.trend = -1
+
+
+def _expiry(item: tuple[Any, ...]) -> int:
+    return int(item[0])
+
+
+_EXPIRY: Final = _expiry
 
 
 def prune(state: CustomerState, t: int) -> None:
@@ -153,6 +235,7 @@ def prune(state: CustomerState, t: int) -> None:
             for sub, since in list(subs.items()):
                 if since + lapse <= t:
                     del subs[sub]
+            state.static_base = None
 
 
 TIER_MOVED: Final = 1
@@ -165,10 +248,10 @@ def prune_windows(state: CustomerState, t: int) -> int:
     moved = 0
     win = state.win
     if win and win[0][0] <= t:
-        moved = TIER_MOVED
+        moved = TIER_MOVED | SCORE_MOVED  # the window's revenue is also a churn signal
         revenue, purchases = state.win_revenue, state.win_purchases
         while win and win[0][0] <= t:
-            _, amount, purchase, _ = win.popleft()
+            _, amount, purchase, _, _ = win.popleft()
             revenue = MONEY_CONTEXT.subtract(revenue, amount)
             purchases -= purchase
         state.win_revenue, state.win_purchases = revenue, purchases
@@ -192,7 +275,7 @@ def prune_windows(state: CustomerState, t: int) -> int:
         moved |= SCORE_MOVED
         state.cancel_until = None
     if moved & SCORE_MOVED:
-        state.other_base = -1
+        state.static_base = None
     return moved
 
 
@@ -213,6 +296,6 @@ def _prune_trend(state: CustomerState, t: int) -> int:
     while prior and prior[0][0] <= t:
         _, amount = prior.popleft()
         state.prior_sum = MONEY_CONTEXT.subtract(state.prior_sum, amount)
-    if before < 0 or signals.trend_centi(state, churn) != before:
-        moved |= SCORE_MOVED  # the sums moved, but the score only if the points did
+    if before < 0 or signals.spend_drop(state, churn) != before:
+        moved |= SCORE_MOVED  # the sums moved, but the score only if the drop did
     return moved

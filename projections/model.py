@@ -145,7 +145,8 @@ class Snapshot:
     stage_entered_at: datetime | None
     stage_entries: Mapping[str, int]
     stage_days: Mapping[str, Decimal]
-    churn_score: int
+    churn_score: Decimal
+    """Percent chance of no purchase or renewal within the policy's horizon, one decimal."""
     churn_level: str
     alert_state: str
     alert_id: str | None
@@ -156,6 +157,11 @@ class Snapshot:
     purchase_count: int
     window_purchase_count: int
     reasons: tuple[Reason, ...]
+    """Why tier, stage and alert are what they are: the reasons of their latest changes
+    (an alert's include the churn signals as they were when it changed)."""
+    churn_signals: tuple[Reason, ...]
+    """The churn score explained at ``evaluated_at``: the typical customer's score, then
+    each signal in force now with its points (they add up to ``churn_score``)."""
     policy_version: str
     evaluated_at: datetime | None
     event_count: int
@@ -168,7 +174,7 @@ class Snapshot:
             "stage_entered_at": json_safe(self.stage_entered_at),
             "stage_entries": dict(self.stage_entries),
             "stage_days": json_safe(self.stage_days),
-            "churn_score": self.churn_score,
+            "churn_score": float(self.churn_score),
             "churn_level": self.churn_level,
             "alert_state": self.alert_state,
             "alert_id": self.alert_id,
@@ -179,6 +185,7 @@ class Snapshot:
             "purchase_count": self.purchase_count,
             "window_purchase_count": self.window_purchase_count,
             "reasons": [reason.to_dict() for reason in self.reasons],
+            "churn_signals": [reason.to_dict() for reason in self.churn_signals],
             "policy_version": self.policy_version,
             "evaluated_at": json_safe(self.evaluated_at),
             "event_count": self.event_count,
@@ -198,7 +205,7 @@ class StepSummary(NamedTuple):
     tier: str
     lifecycle_stage: str
     stage_entered_at: datetime | None
-    churn_score: int
+    churn_score: Decimal
     churn_level: str
     alert_state: str
     alert_id: str | None
@@ -212,7 +219,7 @@ class StepSummary(NamedTuple):
             "tier": self.tier,
             "lifecycle_stage": self.lifecycle_stage,
             "stage_entered_at": json_safe(self.stage_entered_at),
-            "churn_score": self.churn_score,
+            "churn_score": float(self.churn_score),
             "churn_level": self.churn_level,
             "alert_state": self.alert_state,
             "alert_id": self.alert_id,

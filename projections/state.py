@@ -48,6 +48,7 @@ class CustomerState:
         "emit",
         "events",
         "ever_subscribed",
+        "first_commerce_us",
         "first_purchase_us",
         "fx_excluded",
         "fx_fallbacks",
@@ -58,12 +59,14 @@ class CustomerState:
         "last_purchase_id",
         "last_purchase_us",
         "mark",
-        "other_base",
+        "orders",
         "payments",
         "policy",
         "prior",
         "prior_sum",
         "purchase_count",
+        "purchase_day",
+        "purchase_days",
         "react_base",
         "recent",
         "recent_sum",
@@ -75,11 +78,10 @@ class CustomerState:
         "stage_reasons",
         "stage_since",
         "stage_us",
+        "static_base",
         "subs",
         "survey",
         "ticket_dues",
-        "ticket_memo",
-        "ticket_rev",
         "tickets",
         "tier",
         "tier_reasons",
@@ -117,7 +119,12 @@ class CustomerState:
         """The solved crossing instant (FAR: none up to ``calm_until``)."""
         # purchases and cadence
         self.purchase_count = 0
+        self.purchase_days = 0
+        """Distinct UTC days with a purchase: the frequency (a basket split into three
+        orders is one visit, not three)."""
+        self.purchase_day = -1
         self.first_purchase_us = 0
+        self.first_commerce_us: int | None = None
         self.last_purchase_us = 0
         self.last_purchase_id = ""
         self.renewal_count = 0
@@ -133,7 +140,11 @@ class CustomerState:
         in microseconds."""
         self.refresh_cadence()
         # windows: (expiry_us, ...) in time order
-        self.win: deque[tuple[int, Decimal, int, str]] = deque()
+        self.win: deque[tuple[int, Decimal, int, str, str]] = deque()
+        """(expiry, base amount, purchases, event id, order key) of the tier window."""
+        self.orders: dict[str, tuple[int, Decimal, str | None, Decimal | None, bool]] = {}
+        """Money events by order key: (at, base amount not yet refunded, currency, rate
+        used, is a purchase). Refunds net against them at their own rate."""
         self.win_revenue = Decimal(0)
         self.win_purchases = 0
         self.fx_excluded: dict[str, int] = {}
@@ -151,14 +162,11 @@ class CustomerState:
         self.tickets: dict[str, tuple[int, str, str]] = {}
         self.ticket_dues: list[int] = []
         """The SLA instants of ``tickets``, sorted (breaches counted by bisection)."""
-        self.ticket_rev = 0
-        """Bumped at every change of ``tickets`` (keys ``ticket_memo``)."""
-        self.ticket_memo: tuple[tuple[int, int], Reason | None] | None = None
-        """The last tickets-past-SLA reason built, by (ticket_rev, breached count)."""
         self.trend = -1
-        """Cached spend-trend points (-1: to compute); reset when either sum changes."""
-        self.other_base = -1
-        """Cached points of the signals but inactivity and tickets (-1: to compute)."""
+        """Cached spend drop (fixed point; -1: to compute); reset when either sum moves."""
+        self.static_base: int | None = None
+        """Cached log-odds of the churn signals constant between deadlines (None: to
+        compute; reset by every event and window edge that moves one)."""
         # tier
         self.tier = "none"
         self.tier_since: int | None = None
@@ -198,7 +206,7 @@ class CustomerState:
         """Recompute the cached cadence values; they change only with a purchase."""
         policy = self.policy
         self.interval = cadence_of(
-            policy, self.purchase_count, self.last_purchase_us - self.first_purchase_us
+            policy, self.purchase_days, self.last_purchase_us - self.first_purchase_us
         )
         self.allowance = allowances_of(policy, self.interval)
 

@@ -31,14 +31,18 @@ def _rank(state: CustomerState, name: str) -> int:
 
 
 def _holds(state: CustomerState, name: str) -> bool:
-    """Still within the downgrade margin under the tier's thresholds."""
+    """Still within the downgrade margin under the tier's thresholds.
+
+    The purchase margin never lowers the bar below one purchase in the window: every
+    tier needs at least one, so without a purchase left in the window no tier holds
+    (a lowest tier with a zero-revenue threshold would otherwise never decay).
+    """
     tier = state.policy.tier
     for level in tier.levels:
         if level.name == name:
             floor = MONEY_CONTEXT.multiply(level.min_revenue, 1 - tier.revenue_margin)
-            return (
-                state.win_revenue >= floor
-                and state.win_purchases >= level.min_purchases - tier.purchase_margin
+            return state.win_revenue >= floor and state.win_purchases >= max(
+                1, level.min_purchases - tier.purchase_margin
             )
     return True
 
