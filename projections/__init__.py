@@ -14,7 +14,6 @@ from projections.driver import (
     replay,
     snapshot,
 )
-from projections.lifecycle import STAGES
 from projections.model import (
     ALERT_ACKNOWLEDGED,
     ALERT_RESOLVED,
@@ -33,6 +32,7 @@ from projections.policy import (
     load_policy,
 )
 from projections.state import FAR, CustomerState
+from projections.vocabulary import STAGES
 
 __all__ = [
     "ALERT_ACKNOWLEDGED",

@@ -16,8 +16,8 @@ from typing import Any, Final
 from projections.model import Reason, from_micros
 from projections.policy import DAY_US, MONEY_CONTEXT, SCALE, ChurnPolicy, Policy
 from projections.state import CustomerState
+from projections.vocabulary import ChurnLevel
 
-LEVELS: Final = ("none", "watch", "warning", "critical")
 _HUNDREDTH: Final = Decimal("0.01")
 
 
@@ -110,7 +110,7 @@ def score_of(centi: int) -> int:
     return 0 if score < 0 else min(score, 100)
 
 
-def level_of(score: int, churn: ChurnPolicy) -> str:
+def level_of(score: int, churn: ChurnPolicy) -> ChurnLevel:
     if score >= churn.critical:
         return "critical"
     if score >= churn.warning:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from domain.currencies import MINOR_UNITS
 from projections.model import to_micros
+from projections.vocabulary import NO_TIER, TIERS, Tier
 
 DEFAULT_POLICY_RESOURCE: Final = "default_policy.toml"
 """Package-data name of the default policy inside ``projections``."""
@@ -47,7 +48,7 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TierLevel:
-    name: str
+    name: Tier
     min_revenue: Decimal
     min_purchases: int
 
@@ -286,14 +287,32 @@ def _decimal(text: str, path: str, low: Decimal, high: Decimal | None) -> Decima
     return value
 
 
+_LEVEL_NAMES: Final[tuple[Tier, ...]] = tuple(name for name in TIERS if name != NO_TIER)
+"""The names a policy may give its levels, highest first."""
+
+
+def _tier_name(name: str) -> Tier | None:
+    for tier in _LEVEL_NAMES:
+        if tier == name:
+            return tier
+    return None
+
+
 def _tier(table: _Table) -> TierPolicy:
-    levels = []
+    levels: list[TierLevel] = []
     for level in table.tables("levels"):
         name = level.text("name")
-        if name == "none":
+        if name == NO_TIER:
             raise PolicyError(level.key("name"), '"none" is reserved for no tier')
+        tier = _tier_name(name)
+        if tier is None:
+            raise PolicyError(level.key("name"), f"must be one of {', '.join(_LEVEL_NAMES)}")
+        if levels and _LEVEL_NAMES.index(tier) <= _LEVEL_NAMES.index(levels[-1].name):
+            raise PolicyError(
+                level.key("name"), f"levels must be named in the order {', '.join(_LEVEL_NAMES)}"
+            )
         levels.append(
-            TierLevel(name, level.decimal("min_revenue"), level.integer("min_purchases", 1))
+            TierLevel(tier, level.decimal("min_revenue"), level.integer("min_purchases", 1))
         )
         level.done()
     for i in range(1, len(levels)):
