@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 from psycopg.sql import SQL, Composed, Identifier
@@ -23,12 +23,12 @@ from domain.customer import customer_uuid
 from projections import (
     CustomerState,
     Policy,
-    Snapshot,
     fold,
     initial_state,
     next_deadline,
     snapshot,
 )
+from projections.ports import ReadModelRow, ReadModelSink, StateLoader
 
 READ_MODELS_TABLE: Final = "read_models"
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
@@ -58,22 +58,6 @@ _UNNEST_ARGS: Final = SQL(
 """One array parameter per column of `_COLUMNS`, in order."""
 
 
-class ProjectedRow(Protocol):
-    """What `upsert` needs of a row: the shape of `streams.projector.ReadModelRow`,
-    restated here because adapters may not import streams."""
-
-    @property
-    def customer_id(self) -> str: ...
-    @property
-    def snapshot(self) -> Snapshot: ...
-    @property
-    def applied_version(self) -> int: ...
-    @property
-    def applied_position(self) -> int: ...
-    @property
-    def next_deadline(self) -> datetime | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ReadModel:
     """One stored read model: the snapshot as of ``evaluated_at``, including the
@@ -98,11 +82,9 @@ class ReadModel:
     updated_at: datetime
 
 
-class ReadModelStore:
-    """The `read_models` table (migration v2), on the store's connection pool.
-
-    Implements the projector's `ReadModelSink` (structurally).
-    """
+class ReadModelStore(ReadModelSink):
+    """The `read_models` table (migration v2), on the store's connection pool: the
+    projector's `ReadModelSink`."""
 
     def __init__(self, store: CustomerStore, *, page_size: int = 1000) -> None:
         self._datastore = store.datastore
@@ -145,7 +127,7 @@ class ReadModelStore:
             "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
         ).format(table)
 
-    def upsert(self, rows: Sequence[ProjectedRow]) -> int:
+    def upsert(self, rows: Sequence[ReadModelRow]) -> int:
         """Write a batch in one statement; returns how many rows changed.
 
         Rows are sorted by customer id so two concurrent writers (a worker and its
@@ -153,7 +135,7 @@ class ReadModelStore:
         customer twice, only its newest row is kept (one statement may not update a
         row twice).
         """
-        newest: dict[str, ProjectedRow] = {}
+        newest: dict[str, ReadModelRow] = {}
         for row in rows:
             known = newest.get(row.customer_id)
             if known is None or _rank(row) > _rank(known):
@@ -227,9 +209,9 @@ class ReadModelStore:
         return [(r["customer_id"], r["applied_version"], r["applied_position"]) for r in rows]
 
 
-class StoreStateLoader:
+class StoreStateLoader(StateLoader):
     """Rebuilds a customer's state from its stored events: the projector's
-    `StateLoader` (structurally), used when its in-memory state is stale or missing."""
+    `StateLoader`, used when its in-memory state is stale or missing."""
 
     def __init__(self, store: CustomerStore, policy: Policy) -> None:
         self._reader = ProjectionReader(store, policy)
@@ -249,7 +231,7 @@ class StoreStateLoader:
         return fold(customer_id, events, policy, as_of=as_of)
 
 
-def _rank(row: ProjectedRow) -> tuple[int, datetime]:
+def _rank(row: ReadModelRow) -> tuple[int, datetime]:
     """The order `upsert` keeps rows in, as its SQL rule does (NULL: earliest)."""
     return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
 
@@ -313,17 +295,6 @@ def differences(
                 yield Difference(model.customer_id, name, live, replayed)
 
 
-@dataclass(frozen=True, slots=True)
-class RebuiltRow:
-    """A read model recomputed from the store (the shape `ReadModelStore.upsert` takes)."""
-
-    customer_id: str
-    snapshot: Snapshot
-    applied_version: int
-    applied_position: int
-    next_deadline: datetime | None
-
-
 def rebuild(
     read_models: ReadModelStore,
     store: CustomerStore,
@@ -339,12 +310,12 @@ def rebuild(
     and at the same version the later evaluation wins, which is this one.
     """
     positions = store.last_positions()
-    rows: list[RebuiltRow] = []
+    rows: list[ReadModelRow] = []
     done = 0
     for history in ProjectionReader(store, policy).histories():
         state = fold(history.customer_id, history.events, policy, as_of=as_of)
         rows.append(
-            RebuiltRow(
+            ReadModelRow(
                 history.customer_id,
                 snapshot(state),
                 history.version,

@@ -17,7 +17,6 @@ from projections.driver import (
     replay,
     snapshot,
 )
-from projections.lifecycle import STAGES
 from projections.model import (
     ALERT_ACKNOWLEDGED,
     ALERT_RESOLVED,
@@ -37,16 +36,17 @@ from projections.policy import (
 )
 from projections.signals import SIGNALS, UNIT_SCALE, ChurnInputs, SignalSpec
 from projections.state import FAR, CustomerState
+from projections.vocabulary import STAGES
 
 __all__ = [
     "ALERT_ACKNOWLEDGED",
     "ALERT_RESOLVED",
     "ALERT_SNOOZED",
     "DEFAULT_POLICY_RESOURCE",
-    "SIGNALS",
-    "UNIT_SCALE",
     "FAR",
+    "SIGNALS",
     "STAGES",
+    "UNIT_SCALE",
     "Change",
     "ChurnInputs",
     "CustomerState",
@@ -54,8 +54,8 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Reason",
-    "SignalSpec",
     "ReplayStep",
+    "SignalSpec",
     "Snapshot",
     "StepSummary",
     "advance",

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from hashlib import sha256
-from typing import Final
 
 from projections import churn as signals
 from projections.changes import change, trigger_ids
 from projections.model import (
-    ALERT_ACKNOWLEDGED,
-    ALERT_SNOOZED,
     Change,
     InputEvent,
     Reason,
@@ -20,8 +17,7 @@ from projections.model import (
     to_micros,
 )
 from projections.state import CustomerState
-
-OPEN_ALERT_STATES: Final = frozenset({"raised", "escalated", "acknowledged", "snoozed"})
+from projections.vocabulary import OPEN_ALERT_STATES, OPS_ACTIONS, AlertState
 
 
 def alert_id_for(customer_id: str, sequence: int) -> str:
@@ -35,18 +31,19 @@ def ops_action(state: CustomerState, t: int, event: InputEvent, changes: list[Ch
     facts = event.facts
     if not state.alert_open or facts.get("alert_id") != state.alert_id:
         return
+    action = OPS_ACTIONS[event.kind]
     by = str(facts.get("by", ""))
     reason = Reason(
-        rule=f"alert.{event.kind.removeprefix('alert_')}",
+        rule=f"alert.{action}",
         message=str(facts.get("reason", "")) or "ops action",
         policy_version=state.policy.version,
         inputs={"by": by},
         event_ids=(event.event_id,),
     )
-    if event.kind == ALERT_ACKNOWLEDGED:
-        if state.alert_status != "acknowledged":
-            _set_alert(state, t, "acknowledged", (reason,), changes)
-    elif event.kind == ALERT_SNOOZED:
+    if action == "acknowledged":
+        if state.alert_status != action:
+            _set_alert(state, t, action, (reason,), changes)
+    elif action == "snoozed":
         until = _instant(facts.get("until"))
         if until is None or until <= t:
             return
@@ -58,10 +55,10 @@ def ops_action(state: CustomerState, t: int, event: InputEvent, changes: list[Ch
             {"by": by, "until": from_micros(until)},
             event_ids=reason.event_ids,
         )
-        _set_alert(state, t, "snoozed", (reason,), changes)
+        _set_alert(state, t, action, (reason,), changes)
     else:
         state.alert_armed = False
-        _set_alert(state, t, "resolved", (reason,), changes)
+        _set_alert(state, t, action, (reason,), changes)
 
 
 def _instant(value: object) -> int | None:
@@ -106,7 +103,7 @@ def evaluate_alert(
             state.alert_seq += 1
             state.alert_id = alert_id_for(state.customer_id, state.alert_seq)
             state.alert_severity = "critical" if score >= churn.critical else "warning"
-            status = "escalated" if state.alert_severity == "critical" else "raised"
+            status: AlertState = "escalated" if state.alert_severity == "critical" else "raised"
             _set_alert(state, t, status, _score_reasons(state, t, score, "alert.raised", trigger),
                        changes, from_value="none")  # fmt: skip
         return
@@ -180,11 +177,11 @@ def _score_reasons(
 def _set_alert(
     state: CustomerState,
     t: int,
-    status: str,
+    status: AlertState,
     reasons: tuple[Reason, ...],
     changes: list[Change],
     *,
-    from_value: str | None = None,
+    from_value: AlertState | None = None,
 ) -> None:
     old = state.alert_status if from_value is None else from_value
     state.alert_status = status

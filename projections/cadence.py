@@ -7,7 +7,8 @@ refresh them only when a purchase changes them (`CustomerState.refresh_cadence`)
 
 from __future__ import annotations
 
-from projections.policy import SCALE, Policy
+from projections.policy import Policy
+from projections.signals import SCALE
 
 
 def cadence_of(policy: Policy, purchase_count: int, span_us: int) -> tuple[int, int]:

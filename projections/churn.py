@@ -27,20 +27,12 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Final
 
 from projections.model import Reason, from_micros
-from projections.policy import (
-    DAY_US,
-    MONEY_CONTEXT,
-    SCALE,
-    SCORE_STEPS,
-    ChurnPolicy,
-    Curve,
-    Policy,
-)
-from projections.signals import SIGNALS, UNIT_SCALE, ChurnInputs
+from projections.policy import MONEY_CONTEXT, SCORE_STEPS, ChurnPolicy, Curve, Policy
+from projections.signals import DAY_US, SCALE, SIGNALS, UNIT_SCALE, ChurnInputs
 from projections.state import CustomerState
+from projections.vocabulary import ChurnLevel
 
-LEVELS: Final = ("none", "watch", "warning", "critical")
-assert SCORE_STEPS == 10  # as_points writes steps as tenths  # noqa: PLR2004, S101
+assert SCORE_STEPS == 10  # as_points writes steps as tenths
 _HUNDREDTH: Final = Decimal("0.01")
 _MILLIONTH: Final = Decimal("0.000001")
 
@@ -183,7 +175,7 @@ def churn_score(policy: Policy, inputs: ChurnInputs) -> Decimal:
     return as_points(score_steps(policy, inputs))
 
 
-def level_of(score: int, churn: ChurnPolicy) -> str:
+def level_of(score: int, churn: ChurnPolicy) -> ChurnLevel:
     if score >= churn.critical:
         return "critical"
     if score >= churn.warning:
@@ -244,7 +236,9 @@ def _natural(name: str, raw: int) -> Decimal:
         return _days(raw)
     if scale == 1:
         return Decimal(raw)
-    return (Decimal(raw) / scale).quantize(_HUNDREDTH if unit == "money" else _MILLIONTH).normalize()
+    return (
+        (Decimal(raw) / scale).quantize(_HUNDREDTH if unit == "money" else _MILLIONTH).normalize()
+    )
 
 
 _FIXED: dict[int, tuple[Policy, dict[str, Mapping[str, Any]]]] = {}
@@ -363,7 +357,7 @@ def signal_reasons(state: CustomerState, t: int) -> tuple[Reason, ...]:
     return tuple(reasons)
 
 
-def _describe(  # noqa: PLR0911 - one message per signal
+def _describe(
     state: CustomerState, name: str, values: Mapping[str, int], t: int
 ) -> tuple[str, dict[str, Any], tuple[str, ...]]:
     """(message, inputs, event ids) of one signal's reason."""
@@ -423,4 +417,3 @@ def _describe(  # noqa: PLR0911 - one message per signal
 def breached_tickets(state: CustomerState, t: int) -> int:
     """Open tickets whose SLA instant is at or before ``t``."""
     return bisect_right(state.ticket_dues, t)
-

@@ -16,7 +16,8 @@ from typing import Any, Final
 from domain.interactions import Kind
 from projections import churn as signals
 from projections.model import ALERT_ACKNOWLEDGED, ALERT_RESOLVED, ALERT_SNOOZED, InputEvent
-from projections.policy import DAY_US, MONEY_CONTEXT
+from projections.policy import MONEY_CONTEXT
+from projections.signals import DAY_US
 from projections.state import CustomerState
 
 _PURCHASE, _REFUND = Kind.PURCHASE.value, Kind.REFUND.value
@@ -52,7 +53,7 @@ LIFECYCLE_KINDS: Final = TIER_KINDS | {_SUB_CANCELLED}
 """Kinds that can change a lifecycle input (purchases, subscriptions, last commerce)."""
 
 
-def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: PLR0912 -- one branch per event kind reads best
+def record(state: CustomerState, event: InputEvent, at: int) -> None:  # noqa: PLR0912, PLR0915 -- one branch per event kind reads best
     """Update the running statistics with one event (in event-time order)."""
     kind = event.kind
     policy = state.policy
@@ -132,7 +133,9 @@ def _order_key(event: InputEvent) -> str:
     return f"order:{order_id}" if order_id else f"event:{event.event_id}"
 
 
-def _base_amount(state: CustomerState, event: InputEvent, at: int) -> tuple[Decimal, Decimal | None]:
+def _base_amount(
+    state: CustomerState, event: InputEvent, at: int
+) -> tuple[Decimal, Decimal | None]:
     """The event's amount in the base currency, and the rate used (None: the base
     currency itself); 0 (and noted) when it cannot be converted."""
     amount, currency = event.amount, event.currency
@@ -171,8 +174,8 @@ def _refund(state: CustomerState, event: InputEvent, at: int) -> None:
     amount = event.amount or Decimal(0)
     if order is not None and order[2] == event.currency:
         rate = order[3]
-        _net(state, key, order, amount if rate is None else MONEY_CONTEXT.multiply(amount, rate),
-             at, event.event_id)  # fmt: skip
+        taken = amount if rate is None else MONEY_CONTEXT.multiply(amount, rate)
+        _net(state, key=key, order=order, amount=taken, at=at, refund_id=event.event_id)
         return
     left, _ = _base_amount(state, event, at)
     for item in reversed(list(state.win)):
@@ -182,12 +185,13 @@ def _refund(state: CustomerState, event: InputEvent, at: int) -> None:
         if found is None or found[1] <= 0 or item[1] <= 0:
             continue
         taken = min(left, found[1])
-        _net(state, item[4], found, taken, at, event.event_id)
+        _net(state, key=item[4], order=found, amount=taken, at=at, refund_id=event.event_id)
         left -= taken
 
 
 def _net(
     state: CustomerState,
+    *,
     key: str,
     order: tuple[int, Decimal, str | None, Decimal | None, bool],
     amount: Decimal,

@@ -13,10 +13,9 @@ from projections import churn as signals
 from projections.changes import change, trigger_ids
 from projections.model import Change, InputEvent, Reason, from_micros
 from projections.state import FAR, CustomerState
+from projections.vocabulary import Stage
 
-STAGES: Final = ("prospect", "new", "active", "loyal", "at_risk", "churned", "reactivated")
-
-_ENGAGED: Final = frozenset({"new", "active", "loyal", "reactivated"})
+_ENGAGED: Final[frozenset[Stage]] = frozenset({"new", "active", "loyal", "reactivated"})
 
 _MAX_STEPS_PER_INSTANT: Final = 8
 
@@ -42,7 +41,7 @@ def _loyal(state: CustomerState, t: int) -> bool:
     )
 
 
-def _next_stage(state: CustomerState, t: int) -> tuple[str, str, str] | None:  # noqa: PLR0911 -- a transition table: one return per transition
+def _next_stage(state: CustomerState, t: int) -> tuple[Stage, str, str] | None:  # noqa: PLR0911 -- a transition table: one return per transition
     """(stage, rule, message) of the transition due at ``t``, if any."""
     stage = state.stage
     life = state.policy.lifecycle
@@ -93,7 +92,7 @@ def evaluate_lifecycle(
 def _set_stage(  # noqa: PLR0917
     state: CustomerState,
     t: int,
-    new: str,
+    new: Stage,
     rule: str,
     message: str,
     trigger: InputEvent | None,

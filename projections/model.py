@@ -13,13 +13,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, NamedTuple
 
+from projections.vocabulary import OPS_ACTIONS, AlertState, ChurnLevel, Stage, Tier, ops_kind
+
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
-ALERT_ACKNOWLEDGED: Final = "alert_acknowledged"
-ALERT_SNOOZED: Final = "alert_snoozed"
-ALERT_RESOLVED: Final = "alert_resolved"
-OPS_KINDS: Final = frozenset({ALERT_ACKNOWLEDGED, ALERT_SNOOZED, ALERT_RESOLVED})
+ALERT_ACKNOWLEDGED: Final = ops_kind("acknowledged")
+ALERT_SNOOZED: Final = ops_kind("snoozed")
+ALERT_RESOLVED: Final = ops_kind("resolved")
+OPS_KINDS: Final = frozenset(OPS_ACTIONS)
 
 ChangeKind = Literal["tier", "lifecycle", "alert"]
 
@@ -140,15 +142,15 @@ class Snapshot:
     """The flat, current view of one customer at ``evaluated_at``: what read models store."""
 
     customer_id: str
-    tier: str
-    lifecycle_stage: str
+    tier: Tier
+    lifecycle_stage: Stage
     stage_entered_at: datetime | None
-    stage_entries: Mapping[str, int]
-    stage_days: Mapping[str, Decimal]
+    stage_entries: Mapping[Stage, int]
+    stage_days: Mapping[Stage, Decimal]
     churn_score: Decimal
     """Percent chance of no purchase or renewal within the policy's horizon, one decimal."""
-    churn_level: str
-    alert_state: str
+    churn_level: ChurnLevel
+    alert_state: AlertState
     alert_id: str | None
     alert_open: bool
     last_purchase_at: datetime | None
@@ -202,12 +204,12 @@ class StepSummary(NamedTuple):
     the dataclasses here) because one is built per step and constructs 4x faster.
     """
 
-    tier: str
-    lifecycle_stage: str
+    tier: Tier
+    lifecycle_stage: Stage
     stage_entered_at: datetime | None
     churn_score: Decimal
-    churn_level: str
-    alert_state: str
+    churn_level: ChurnLevel
+    alert_state: AlertState
     alert_id: str | None
     alert_open: bool
     net_revenue_base: Decimal

@@ -18,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Context, Decimal, InvalidOperation, localcontext
+from itertools import pairwise
 from typing import Any, Final
 
 from domain.currencies import MINOR_UNITS
 from projections.model import to_micros
 from projections.signals import DAY_US, SCALE, SIGNALS, UNIT_SCALE, SignalSpec
+from projections.vocabulary import NO_TIER, TIERS, Tier
 
 DEFAULT_POLICY_RESOURCE: Final = "default_policy.toml"
 """Package-data name of the default policy inside ``projections``."""
@@ -50,7 +52,7 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TierLevel:
-    name: str
+    name: Tier
     min_revenue: Decimal
     min_purchases: int
 
@@ -301,8 +303,10 @@ class _Table:
         value = self.raw(name)
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise PolicyError(self.key(name), 'must be a number of points such as 50 or "62.5"')
-        number = Decimal(value) if isinstance(value, int) else _decimal(
-            value, self.key(name), Decimal(0), Decimal(100)
+        number = (
+            Decimal(value)
+            if isinstance(value, int)
+            else _decimal(value, self.key(name), Decimal(0), Decimal(100))
         )
         steps = number * SCORE_STEPS
         if steps != steps.to_integral_value():
@@ -334,14 +338,32 @@ def _decimal(text: str, path: str, low: Decimal, high: Decimal | None) -> Decima
     return value
 
 
+_LEVEL_NAMES: Final[tuple[Tier, ...]] = tuple(name for name in TIERS if name != NO_TIER)
+"""The names a policy may give its levels, highest first."""
+
+
+def _tier_name(name: str) -> Tier | None:
+    for tier in _LEVEL_NAMES:
+        if tier == name:
+            return tier
+    return None
+
+
 def _tier(table: _Table) -> TierPolicy:
-    levels = []
+    levels: list[TierLevel] = []
     for level in table.tables("levels"):
         name = level.text("name")
-        if name == "none":
+        if name == NO_TIER:
             raise PolicyError(level.key("name"), '"none" is reserved for no tier')
+        tier = _tier_name(name)
+        if tier is None:
+            raise PolicyError(level.key("name"), f"must be one of {', '.join(_LEVEL_NAMES)}")
+        if levels and _LEVEL_NAMES.index(tier) <= _LEVEL_NAMES.index(levels[-1].name):
+            raise PolicyError(
+                level.key("name"), f"levels must be named in the order {', '.join(_LEVEL_NAMES)}"
+            )
         levels.append(
-            TierLevel(name, level.decimal("min_revenue"), level.integer("min_purchases", 1))
+            TierLevel(tier, level.decimal("min_revenue"), level.integer("min_purchases", 1))
         )
         level.done()
     for i in range(1, len(levels)):
@@ -406,13 +428,17 @@ def _churn(table: _Table, alert: _Table) -> ChurnPolicy:
     tables = {spec.name: signals.table(spec.name) for spec in SIGNALS}
     curves = {spec.name: _curve(tables[spec.name], spec) for spec in SIGNALS}
     trend, complaints, tickets = (
-        tables["spend_trend"], tables["complaints"], tables["tickets_past_sla"]
+        tables["spend_trend"],
+        tables["complaints"],
+        tables["tickets_past_sla"],
     )
     sla = tickets.table("sla_hours")
     sla_us = {name: sla.integer(name, 1) * HOUR_US for name in TICKET_PRIORITIES}
     sla.done()
     nps, payments, cancel = (
-        tables["nps_detractor"], tables["payment_failures"], tables["cancellation"]
+        tables["nps_detractor"],
+        tables["payment_failures"],
+        tables["cancellation"],
     )
     fixed = {"recency", "relative_recency", "tickets_past_sla"}
     policy = ChurnPolicy(
@@ -491,23 +517,25 @@ def _curve(table: _Table, spec: SignalSpec) -> Curve:
     """``at`` (knots, natural units, increasing), ``logit`` (one per knot), ``typical``."""
     at_values = table.raw("at")
     logit_values = table.raw("logit")
-    if not isinstance(at_values, list) or len(at_values) < 2:  # noqa: PLR2004
+    if not isinstance(at_values, list) or len(at_values) < 2:
         raise PolicyError(table.key("at"), "must be a list of at least two knots")
     if not isinstance(logit_values, list) or len(logit_values) != len(at_values):
         raise PolicyError(table.key("logit"), "must have one value per knot in `at`")
     knots = [_knot(v, f"{table.key('at')}[{i}]", spec) for i, v in enumerate(at_values)]
     logits = [_logit(v, f"{table.key('logit')}[{i}]") for i, v in enumerate(logit_values)]
-    if any(b[0] <= a[0] for a, b in zip(knots, knots[1:], strict=False)):
+    if any(b[0] <= a[0] for a, b in pairwise(knots)):
         raise PolicyError(table.key("at"), "knots must be strictly increasing")
-    steps = [b - a for a, b in zip(logits, logits[1:], strict=False)]
+    steps = [b - a for a, b in pairwise(logits)]
     if spec.direction == "up" and any(step < 0 for step in steps):
-        raise PolicyError(table.key("logit"), f"{spec.name} may only raise the risk: values must not decrease")
+        raise PolicyError(
+            table.key("logit"), f"{spec.name} may only raise the risk: values must not decrease"
+        )
     if spec.direction == "down" and any(step > 0 for step in steps):
-        raise PolicyError(table.key("logit"), f"{spec.name} may only lower the risk: values must not increase")
+        raise PolicyError(
+            table.key("logit"), f"{spec.name} may only lower the risk: values must not increase"
+        )
     typical = table.decimal("typical") if "typical" in table.data else knots[0][1]
-    return Curve(
-        tuple(k[0] for k in knots), tuple(logits), tuple(k[1] for k in knots), typical
-    )
+    return Curve(tuple(k[0] for k in knots), tuple(logits), tuple(k[1] for k in knots), typical)
 
 
 def _fx(table: _Table, base: str) -> dict[str, tuple[FxRate, ...]]:

@@ -99,4 +99,4 @@ class ChurnInputs(NamedTuple):
     subscription: int
 
 
-assert ChurnInputs._fields == SIGNAL_NAMES  # one order, defined once  # noqa: S101
+assert ChurnInputs._fields == SIGNAL_NAMES  # one order, defined once

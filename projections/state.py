@@ -14,6 +14,7 @@ from typing import Final
 from projections.cadence import allowances_of, cadence_of
 from projections.model import InputEvent, Reason
 from projections.policy import Policy
+from projections.vocabulary import AlertState, Severity, Stage, Tier
 
 FAR: Final = 1 << 62
 """No deadline: later than any representable instant."""
@@ -168,23 +169,23 @@ class CustomerState:
         """Cached log-odds of the churn signals constant between deadlines (None: to
         compute; reset by every event and window edge that moves one)."""
         # tier
-        self.tier = "none"
+        self.tier: Tier = "none"
         self.tier_since: int | None = None
         self.below_since: int | None = None
         self.tier_reasons: tuple[Reason, ...] = ()
         # lifecycle
-        self.stage = "prospect"
+        self.stage: Stage = "prospect"
         self.stage_since: int | None = None
-        self.stage_us: dict[str, int] = {}
-        self.stage_entries: dict[str, int] = {"prospect": 1}
+        self.stage_us: dict[Stage, int] = {}
+        self.stage_entries: dict[Stage, int] = {"prospect": 1}
         self.react_base = 0
         self.stage_reasons: tuple[Reason, ...] = ()
         # alert
         self.alert_seq = 0
         self.alert_id: str | None = None
         self.alert_open = False
-        self.alert_status = "none"
-        self.alert_severity = "warning"
+        self.alert_status: AlertState = "none"
+        self.alert_severity: Severity = "warning"
         self.alert_since: int | None = None
         self.snooze_until: int | None = None
         self.alert_armed = True

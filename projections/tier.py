@@ -13,16 +13,17 @@ from projections.changes import change, trigger_ids
 from projections.model import Change, InputEvent, Reason
 from projections.policy import MONEY_CONTEXT
 from projections.state import CustomerState
+from projections.vocabulary import Tier
 
 
-def _qualified_tier(state: CustomerState) -> str:
+def _qualified_tier(state: CustomerState) -> Tier:
     for level in state.policy.tier.levels:
         if state.win_revenue >= level.min_revenue and state.win_purchases >= level.min_purchases:
             return level.name
     return "none"
 
 
-def _rank(state: CustomerState, name: str) -> int:
+def _rank(state: CustomerState, name: Tier) -> int:
     levels = state.policy.tier.levels
     for index, level in enumerate(levels):
         if level.name == name:
@@ -30,7 +31,7 @@ def _rank(state: CustomerState, name: str) -> int:
     return 0
 
 
-def _holds(state: CustomerState, name: str) -> bool:
+def _holds(state: CustomerState, name: Tier) -> bool:
     """Still within the downgrade margin under the tier's thresholds.
 
     The purchase margin never lowers the bar below one purchase in the window: every
@@ -80,7 +81,7 @@ def evaluate_tier(
 def _set_tier(  # noqa: PLR0917
     state: CustomerState,
     t: int,
-    new: str,
+    new: Tier,
     rule: str,
     message: str,
     trigger: InputEvent | None,

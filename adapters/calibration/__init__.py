@@ -89,10 +89,13 @@ def calibrate(
     if not starts:
         raise CalibrationError("the store holds no events before --as-of")
     cutoffs = plan_cutoffs(
-        min(starts), as_of, horizon_days=options.horizon_days, step_days=options.step_days,
+        min(starts),
+        as_of,
+        horizon_days=options.horizon_days,
+        step_days=options.step_days,
         count=options.max_cutoffs,
-    )  # fmt: skip
-    if len(cutoffs) < 2:  # noqa: PLR2004 - one to train on, one held out
+    )
+    if len(cutoffs) < 2:  # one to train on, one held out
         raise CalibrationError(
             f"the history before {as_of:%Y-%m-%d} is too short for two cutoffs "
             f"{options.step_days} days apart with a {options.horizon_days}-day horizon; "
@@ -121,7 +124,17 @@ def calibrate(
         rows.labels(held & active),
         options.levels,
     )
-    report = _report(rows, cutoffs, (train, held, now), options, judged, final, levels, as_of, l2)
+    report = _report(
+        rows,
+        cutoffs=cutoffs,
+        masks=(train, held, now),
+        options=options,
+        judged=judged,
+        final=final,
+        levels=levels,
+        as_of=as_of,
+        l2=l2,
+    )
     version = options.version or _version(as_of, model)
     text = write_policy(base_text, model, typical, levels=levels, report=report, version=version)
     return CalibrationResult(text, load_policy(text), report)
@@ -133,7 +146,7 @@ def _check_support(
     for name, mask in (("training", train), ("held-out", held)):
         count = int(mask.sum())
         churned = int(rows.labels(mask).sum())
-        if count < options.min_rows or churned == 0 or churned == count:
+        if count < options.min_rows or churned in {0, count}:
             raise CalibrationError(
                 f"{count} customer snapshots ({churned} churned) at the {name} cutoffs: too "
                 f"few, or only one outcome, to fit on (need {options.min_rows} with both)"
@@ -185,20 +198,28 @@ def _judge(model: Fitted, rows: Snapshots, held: np.ndarray, base: Policy) -> di
         "previous_policy_auc": metrics.roc_auc(base_scores, labels),
         "previous_policy_version": base.version,
         "reliability": [
-            {"low": b.low, "high": b.high, "count": b.count,
-             "predicted": b.predicted, "observed": b.observed}
+            {
+                "low": b.low,
+                "high": b.high,
+                "count": b.count,
+                "predicted": b.predicted,
+                "observed": b.observed,
+            }
             for b in metrics.reliability(probability, labels)
-        ],  # fmt: skip
+        ],
     }
 
 
 def _exact_scores(policy: Policy, rows: Snapshots, mask: np.ndarray) -> np.ndarray:
     """The integer scores the fold itself gives (not a float approximation)."""
-    return np.array([score_steps(policy, rows.inputs[i]) for i in np.nonzero(mask)[0]], dtype=np.int64)
+    return np.array(
+        [score_steps(policy, rows.inputs[i]) for i in np.nonzero(mask)[0]], dtype=np.int64
+    )
 
 
 def _report(
     rows: Snapshots,
+    *,
     cutoffs: list[datetime],
     masks: tuple[np.ndarray, np.ndarray, np.ndarray],
     options: CalibrationOptions,
@@ -225,19 +246,25 @@ def _report(
         "held_out": {k: v for k, v in judged.items() if k != "reliability"},
         "reliability": judged["reliability"],
         "fit": {
-            "l2": l2, "l2_grid": list(options.l2_grid), "iterations": final.iterations,
+            "l2": l2,
+            "l2_grid": list(options.l2_grid),
+            "iterations": final.iterations,
             "converged": final.converged,
-        },  # fmt: skip
+        },
         "levels_rule": {
-            "watch_share": rule.watch, "warning_share": rule.warning,
-            "critical_share": rule.critical, "target_precision": rule.target_precision,
-        },  # fmt: skip
+            "watch_share": rule.watch,
+            "warning_share": rule.warning,
+            "critical_share": rule.critical,
+            "target_precision": rule.target_precision,
+        },
         "levels": {
             name: {
-                "score": float(as_points(f.score)), "share_of_active": f.share_active,
+                "score": float(as_points(f.score)),
+                "share_of_active": f.share_active,
                 "precision": f.precision,
-                "recall": f.recall, "customers": f.customers,
-            }  # fmt: skip
+                "recall": f.recall,
+                "customers": f.customers,
+            }
             for name, f in levels.items()
         },
     }

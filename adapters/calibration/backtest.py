@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from adapters.calibration import metrics
@@ -40,7 +41,6 @@ from projections import (
     score_steps,
     snapshot,
 )
-
 
 _CLOSING = frozenset({"resolved", "auto_resolved", "closed"})
 
@@ -138,7 +138,15 @@ def backtest(
         customers += 1
         commerce = commerce_instants(known)
         outcomes = [
-            _replay(tally, customer_id, known, commerce, cutoffs, window) for tally in tallies
+            _replay(
+                tally,
+                customer_id=customer_id,
+                events=known,
+                commerce=commerce,
+                cutoffs=cutoffs,
+                window=window,
+            )
+            for tally in tallies
         ]
         if against is not None:
             mine, theirs = outcomes
@@ -163,16 +171,20 @@ def backtest(
 def _difference(customer_id: str, mine: _Outcome, theirs: _Outcome) -> dict[str, Any]:
     def side(outcome: _Outcome) -> dict[str, Any]:
         return {
-            "tier": outcome.tier, "stage": outcome.stage, "alert_state": outcome.alert,
-            "churn_score": outcome.score, "churn_level": outcome.level,
+            "tier": outcome.tier,
+            "stage": outcome.stage,
+            "alert_state": outcome.alert,
+            "churn_score": outcome.score,
+            "churn_level": outcome.level,
             "reasons": outcome.reasons,
-        }  # fmt: skip
+        }
 
     return {"customer_id": customer_id, "policy": side(mine), "against": side(theirs)}
 
 
 def _replay(
     tally: _Tally,
+    *,
     customer_id: str,
     events: Sequence[InputEvent],
     commerce: list[datetime],
@@ -207,11 +219,15 @@ def _replay(
     tally.tiers[final.tier] += 1
     tally.stages[final.lifecycle_stage] += 1
     tally.levels[final.churn_level] += 1
-    top = sorted(final.churn_signals, key=lambda r: -abs(r.points or 0))[:4]
+    top = sorted(final.churn_signals, key=lambda r: -abs(r.points or Decimal(0)))[:4]
     return _Outcome(
-        final.tier, final.lifecycle_stage, final.alert_state, final.churn_level,
-        float(final.churn_score), [r.to_dict() for r in top],
-    )  # fmt: skip
+        final.tier,
+        final.lifecycle_stage,
+        final.alert_state,
+        final.churn_level,
+        float(final.churn_score),
+        [r.to_dict() for r in top],
+    )
 
 
 def _bought_within(commerce: list[datetime], at: datetime, horizon: timedelta) -> bool:
@@ -250,4 +266,3 @@ def _alerts(
         if first_open is not None:
             tally.detected += 1
             tally.leads.append((confirmed - first_open).total_seconds() / DAY_SECONDS)
-

@@ -54,17 +54,20 @@ class Snapshots:
 
     def columns(self, mask: NDArray[np.bool_] | None = None) -> dict[str, NDArray[np.float64]]:
         """Each signal's values in natural units (days, base currency, counts...)."""
-        raw = np.array([tuple(i) for i in self.inputs], dtype=float).reshape(len(self), len(SIGNALS))
+        raw = np.array([tuple(i) for i in self.inputs], dtype=float).reshape(
+            len(self), len(SIGNALS)
+        )
         if mask is not None:
             raw = raw[mask]
         return {spec.name: raw[:, n] / UNIT_SCALE[spec.unit] for n, spec in enumerate(SIGNALS)}
 
     def labels(self, mask: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
-        y = np.asarray(self.churned, dtype=bool)
+        y: NDArray[np.bool_] = np.asarray(self.churned, dtype=bool)
         return y if mask is None else y[mask]
 
     def at_cutoff(self, index: int) -> NDArray[np.bool_]:
-        return np.asarray(self.cutoff) == index
+        found: NDArray[np.bool_] = np.asarray(self.cutoff) == index
+        return found
 
 
 def commerce_instants(events: Sequence[InputEvent]) -> list[datetime]:

@@ -52,7 +52,10 @@ def basis(values: NDArray[np.float64], knots: Sequence[float]) -> NDArray[np.flo
     """One column per segment between knots: how far along it the value is, 0 to 1."""
     k = np.asarray(knots, dtype=float)
     lows, widths = k[:-1], np.diff(k)
-    return np.clip((values[:, None] - lows[None, :]) / widths[None, :], 0.0, 1.0)
+    segments: NDArray[np.float64] = np.clip(
+        (values[:, None] - lows[None, :]) / widths[None, :], 0.0, 1.0
+    )
+    return segments
 
 
 def design(
@@ -78,8 +81,10 @@ def fit(
     bounds: list[tuple[float | None, float | None]] = [(None, None)]
     for term in terms:
         bound: tuple[float | None, float | None] = {
-            "up": (0.0, None), "down": (None, 0.0), "free": (None, None),
-        }[term.direction]  # fmt: skip
+            "up": (0.0, None),
+            "down": (None, 0.0),
+            "free": (None, None),
+        }[term.direction]
         bounds.extend([bound] * (len(term.knots) - 1))
     initial = np.zeros(k + 1)
     if len(start) == k + 1:
@@ -98,8 +103,9 @@ def fit(
         grad[1:] = x.T @ residual + 2 * l2 * w[1:]
         return loss, grad
 
-    result = minimize(objective, initial, jac=True, method="L-BFGS-B", bounds=bounds,
-                      options={"maxiter": 2000})  # fmt: skip
+    result = minimize(
+        objective, initial, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}
+    )
     w = result.x
     curves: dict[str, tuple[float, ...]] = {}
     at = 1
@@ -108,12 +114,18 @@ def fit(
         at += len(term.knots) - 1
         curves[term.name] = (0.0, *(float(v) for v in np.cumsum(steps)))
     return Fitted(
-        float(w[0]), curves, {t.name: t.knots for t in terms}, int(result.nit),
-        bool(result.success), tuple(float(v) for v in w),
-    )  # fmt: skip
+        float(w[0]),
+        curves,
+        {t.name: t.knots for t in terms},
+        int(result.nit),
+        bool(result.success),
+        tuple(float(v) for v in w),
+    )
 
 
-def log_loss(model: Fitted, columns: Mapping[str, NDArray[np.float64]], labels: NDArray[np.bool_]) -> float:
+def log_loss(
+    model: Fitted, columns: Mapping[str, NDArray[np.float64]], labels: NDArray[np.bool_]
+) -> float:
     z = predict(model, columns)
     y = labels.astype(float)
     return float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(y) else float("nan")
@@ -123,7 +135,10 @@ def curve_at(
     value: NDArray[np.float64], knots: Sequence[float], logits: Sequence[float]
 ) -> NDArray[np.float64]:
     """The curve's log-odds at ``value`` (linear between knots, flat beyond)."""
-    return np.interp(value, np.asarray(knots, dtype=float), np.asarray(logits, dtype=float))
+    found: NDArray[np.float64] = np.interp(
+        value, np.asarray(knots, dtype=float), np.asarray(logits, dtype=float)
+    )
+    return found
 
 
 def predict(model: Fitted, columns: Mapping[str, NDArray[np.float64]]) -> NDArray[np.float64]:

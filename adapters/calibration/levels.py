@@ -68,7 +68,9 @@ def _budget(share: float, scores: NDArray[np.int64]) -> int:
     return TOP
 
 
-def _precise(target: float, scores: NDArray[np.int64], churned: NDArray[np.bool_], support: int) -> int | None:
+def _precise(
+    target: float, scores: NDArray[np.int64], churned: NDArray[np.bool_], support: int
+) -> int | None:
     for threshold in range(1, TOP + 1):
         selected = scores >= threshold
         count = int(selected.sum())

@@ -75,9 +75,14 @@ def reliability(probabilities: ArrayLike, labels: ArrayLike, *, bins: int = 10) 
         count = int(mask.sum())
         if count:
             table.append(
-                Bin(float(edges[b]), float(edges[b + 1]), count,
-                    float(p[mask].mean()), float(y[mask].mean()))
-            )  # fmt: skip
+                Bin(
+                    float(edges[b]),
+                    float(edges[b + 1]),
+                    count,
+                    float(p[mask].mean()),
+                    float(y[mask].mean()),
+                )
+            )
     return table
 
 
@@ -86,8 +91,9 @@ def quintiles(values: ArrayLike) -> NDArray[np.int64]:
     v = np.asarray(values, dtype=float)
     if not len(v):
         return np.zeros(0, dtype=np.int64)
-    ranks = rankdata(v, method="min") - 1
-    return np.minimum(5, 1 + (ranks * 5) // len(v)).astype(np.int64)
+    ranks = np.asarray(rankdata(v, method="min"), dtype=np.int64) - 1
+    found: NDArray[np.int64] = np.minimum(5, 1 + (ranks * 5) // len(v)).astype(np.int64)
+    return found
 
 
 def rfm_risk(

@@ -87,7 +87,9 @@ def write_policy(
         del doc["calibration"]
     if report:
         doc.add(tomlkit.nl())
-        doc.add(tomlkit.comment("Written by `eventcrm calibrate`: how this policy's churn model was"))
+        doc.add(
+            tomlkit.comment("Written by `eventcrm calibrate`: how this policy's churn model was")
+        )
         doc.add(tomlkit.comment("fitted and judged (informative; the projections do not read it)."))
         doc["calibration"] = _plain(dict(report))
     return tomlkit.dumps(doc)
