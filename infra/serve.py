@@ -41,7 +41,12 @@ from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.relay import Relay, RelayLockedError
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from infra.bootstrap import build_store, configure_logging, load_configured_policy
+from infra.bootstrap import (
+    ROLE_POOL_WAIT_SECONDS,
+    build_store,
+    configure_logging,
+    load_configured_policy,
+)
 from infra.kafka import consumer, producer
 from infra.settings import Settings
 from streams.app import Record, build_app
@@ -396,7 +401,13 @@ class Pipeline:
         return f"{self.tuning.group_prefix}-{role}{suffix}"
 
     def store(self) -> CustomerStore:
-        return build_store(self.settings, self.app_url, self.master_key, as_role=self.as_role)
+        return build_store(
+            self.settings,
+            self.app_url,
+            self.master_key,
+            as_role=self.as_role,
+            pool_wait=ROLE_POOL_WAIT_SECONDS,
+        )
 
     # --- roles ------------------------------------------------------------------------
 
