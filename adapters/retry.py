@@ -97,16 +97,35 @@ class RetryPolicy:
 
     def retrying(self, what: str, *, on: Errors, until: threading.Event | None = None) -> Retrying:
         """Retry ``on`` these errors; the last one goes up once the policy gives up or
-        ``until`` is set (which also cuts a pause short)."""
+        ``until`` is set (which also cuts a pause short: no attempt starts after it)."""
         stop = self._give_up()
-        if until is not None:
-            stop = stop | stop_when_event_set(until)
+        if until is None:
+            return Retrying(
+                retry=retry_if_exception_type(on),
+                wait=self.waits(),
+                stop=stop,
+                sleep=_sleep,
+                before_sleep=self._log(what),
+                reraise=True,
+            )
+        failed: list[BaseException] = []
+        log_it = self._log(what)
+
+        def before_sleep(state: RetryCallState) -> None:
+            log_it(state)
+            error = state.outcome.exception() if state.outcome else None
+            failed[:] = [error] if error is not None else []
+
+        def sleep(seconds: float) -> None:
+            if until.wait(seconds) and failed:
+                raise failed[0]  # stopped mid-pause: no further attempt
+
         return Retrying(
             retry=retry_if_exception_type(on),
             wait=self.waits(),
-            stop=stop,
-            sleep=_sleep if until is None else _interruptible(until),
-            before_sleep=self._log(what),
+            stop=stop | stop_when_event_set(until),
+            sleep=sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
 
@@ -141,15 +160,6 @@ class RetryPolicy:
 
 def _sleep(seconds: float) -> None:
     threading.Event().wait(seconds)
-
-
-def _interruptible(event: threading.Event) -> Callable[[float], None]:
-    """A pause that ends early when ``event`` is set (a role asked to stop)."""
-
-    def sleep(seconds: float) -> None:
-        event.wait(seconds)
-
-    return sleep
 
 
 class _StopWhen(stop_base):

@@ -92,8 +92,10 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
     for name in sorted(set(names)):
         if not name.upper().startswith(PREFIX) or name.upper() in known:
             continue
-        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-        guess = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the prefix every name shares, which would make all look alike.
+        suffixes = [k.removeprefix(PREFIX) for k in sorted(known)]
+        close = difflib.get_close_matches(name.upper().removeprefix(PREFIX), suffixes, n=1)
+        guess = f"; did you mean {PREFIX}{close[0]}?" if close else ""
         warnings.append(f"{name} is not an eventcrm setting and is ignored{guess}")
     return warnings
 
