@@ -157,7 +157,7 @@ CASES = {
         4,
         ("does not exist",),
         env={"EVENTCRM_DATABASE_URL": "{missing_database}"},
-        never_says=("eventcrm migrate", "schema"),
+        never_says=("migrate", "schema"),
     ),
     "missing role": Case(
         ("history", "c-1"),
@@ -165,7 +165,7 @@ CASES = {
         4,
         ("role", "does not exist"),
         env={"EVENTCRM_DATABASE_URL": "{missing_role}"},
-        never_says=("eventcrm migrate", "schema"),
+        never_says=("migrate", "schema"),
     ),
     "Kafka not configured": Case(
         ("publish", SAMPLE),
@@ -206,14 +206,14 @@ def refused_url() -> str:
 @pytest.fixture
 def places(pg_admin_url: str, fresh_database_url: str, tmp_path: Path) -> Iterator[Places]:
     (tmp_path / "bad.toml").write_text('base_currency = "EUR"\n')
-    name = f"eventcrm_unmigrated_{uuid.uuid4().hex[:10]}"
+    name = f"eventcrm_bare_{uuid.uuid4().hex[:10]}"
     unmigrated = recreate_database(pg_admin_url, name)
     try:
         with silent_server() as silent:
             yield Places(
                 migrated=fresh_database_url,
                 unmigrated=unmigrated,
-                missing_database=make_conninfo(pg_admin_url, dbname=f"eventcrm_absent_{uuid.uuid4().hex[:10]}"),
+                missing_database=make_conninfo(pg_admin_url, dbname=f"{name}_absent"),
                 missing_role=make_conninfo(fresh_database_url, user=f"nobody_{name}"),
                 refused=refused_url(),
                 silent=silent,
