@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Final, TypeVar
@@ -98,18 +99,8 @@ class RetryPolicy:
     def retrying(self, what: str, *, on: Errors, until: threading.Event | None = None) -> Retrying:
         """Retry ``on`` these errors; the last one goes up once the policy gives up or
         ``until`` is set (which also cuts a pause short: no attempt starts after it)."""
-        stop = self._give_up()
-        if until is None:
-            return Retrying(
-                retry=retry_if_exception_type(on),
-                wait=self.waits(),
-                stop=stop,
-                sleep=_sleep,
-                before_sleep=self._log(what),
-                reraise=True,
-            )
-        failed: list[BaseException] = []
         log_it = self._log(what)
+        failed: list[BaseException] = []
 
         def before_sleep(state: RetryCallState) -> None:
             log_it(state)
@@ -117,13 +108,16 @@ class RetryPolicy:
             failed[:] = [error] if error is not None else []
 
         def sleep(seconds: float) -> None:
-            if until.wait(seconds) and failed:
+            if until is None:
+                time.sleep(seconds)
+            elif until.wait(seconds) and failed:
                 raise failed[0]  # stopped mid-pause: no further attempt
 
+        stop = self._give_up()
         return Retrying(
             retry=retry_if_exception_type(on),
             wait=self.waits(),
-            stop=stop | stop_when_event_set(until),
+            stop=stop if until is None else stop | stop_when_event_set(until),
             sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,
@@ -156,10 +150,6 @@ class RetryPolicy:
         until: Callable[[], bool] | None = None,
     ) -> T:
         return await self.async_retrying(what, on=on, until=until)(attempt)
-
-
-def _sleep(seconds: float) -> None:
-    threading.Event().wait(seconds)
 
 
 class _StopWhen(stop_base):

@@ -27,7 +27,7 @@ from adapters.store import CustomerStore
 from adapters.topics import TopicNames
 from domain.errors import ConfigurationError, UnavailableError
 from infra import kafka
-from infra.embedded import embedded_postgres
+from infra.embedded import data_directory, embedded_postgres
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
 from projections import DEFAULT_POLICY_RESOURCE, Policy, PolicyError, load_policy
@@ -229,7 +229,7 @@ def database(
         yield settings.admin_database_url or settings.database_url, settings.database_url, False
         return
     say(
-        f"using the embedded PostgreSQL in {settings.home} "
+        f"using the embedded PostgreSQL in {data_directory(settings.home)} "
         "(set EVENTCRM_DATABASE_URL to use your own database)"
     )
     with embedded_postgres(settings.home) as url:

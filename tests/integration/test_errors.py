@@ -314,7 +314,7 @@ def test_the_embedded_default_says_where_it_runs_and_how_to_use_a_real_database(
         {"EVENTCRM_DATABASE_URL": "", "EVENTCRM_MASTER_KEY": "", "EVENTCRM_HOME": str(home)},
     )
     assert "Traceback" not in result.stderr
-    assert f"using the embedded PostgreSQL in {home}" in result.stderr
+    assert f"using the embedded PostgreSQL in {home / 'pgdata'}" in result.stderr
     assert "set EVENTCRM_DATABASE_URL to use your own database" in result.stderr
     assert "no history for customer 'c-1'" in result.stderr
     assert result.returncode == 1
