@@ -31,6 +31,7 @@ from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.topics import TopicNames
 from domain.alerts import AlertAction
 from domain.customer import InvalidAlertActionError
+from domain.errors import UsageError
 from domain.interactions import interaction_json_schema
 from projections import ReplayStep, Snapshot
 from projections.vocabulary import TIERS
@@ -149,8 +150,11 @@ def run_import(
         else:
             path = Path(source)
             if not path.is_file():
-                console.print(f"[red]no such file: {source}[/red]")
-                raise typer.Exit(EXIT_USAGE)
+                raise UsageError(
+                    f"no such file: {source}",
+                    code="file_error",
+                    hint="name a JSON-lines file of interactions, or - for stdin",
+                )
             handle = stack.enter_context(path.open("rb"))
             total = _count_lines(path)
         rejects = stack.enter_context(rejects_path.open("wb")) if rejects_path else None
@@ -198,8 +202,10 @@ def build_cli(
     serve: Callable[[set[str]], None],
     demo: RunDemo,
     sample: Path,
+    on_debug: Callable[[bool], None] = lambda requested: None,
 ) -> typer.Typer:
-    """The command tree, bound to a way of opening the wired services."""
+    """The command tree, bound to a way of opening the wired services. ``on_debug`` hears
+    the global `--debug` flag (infra reports errors, with or without a traceback)."""
     app = typer.Typer(
         name="eventcrm",
         help="Event-sourced customer-relationship engine.",
@@ -208,6 +214,8 @@ def build_cli(
         pretty_exceptions_enable=False,
     )
     err = Console(stderr=True)
+
+    _add_options(app, on_debug)
 
     @app.command("migrate")
     def migrate_command() -> None:
@@ -311,6 +319,20 @@ def build_cli(
     _add_serve(app, err, serve)
 
     return app
+
+
+def _add_options(app: typer.Typer, on_debug: Callable[[bool], None]) -> None:
+    """Options every command takes, before its name: `eventcrm --debug COMMAND`."""
+
+    @app.callback()
+    def options(
+        debug: Annotated[
+            bool,
+            typer.Option("--debug", help="show the traceback of an error (also EVENTCRM_DEBUG=1)"),
+        ] = False,
+    ) -> None:
+        """Event-sourced customer-relationship engine. Errors: docs/errors.md."""
+        on_debug(debug)
 
 
 AsOf = Annotated[

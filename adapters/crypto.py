@@ -17,7 +17,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from domain.errors import EventcrmError
+from domain.errors import ConfigurationError, EventcrmError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -28,8 +28,23 @@ class CryptoError(EventcrmError):
     """Decryption failed: wrong key, tampered bytes, or bytes of another customer."""
 
 
-class InvalidMasterKeyError(EventcrmError):
+class InvalidMasterKeyError(ConfigurationError):
     """The configured master key is not base64 of 32 bytes."""
+
+    code = "invalid_master_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            hint="set EVENTCRM_MASTER_KEY to base64 of 32 random bytes "
+            "(python3 -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')",
+        )
+
+
+class WrongMasterKeyError(CryptoError, ConfigurationError):
+    """Stored data keys were wrapped by another master key than the configured one."""
+
+    code = "wrong_master_key"
 
 
 def generate_key() -> bytes:

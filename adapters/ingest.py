@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from adapters.retry import STORE_UNAVAILABLE, RetryPolicy
 from adapters.store import CustomerStore, Item, Outcome, StalePositionError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Ingest:
         batch_size: int,
         poll_timeout_ms: int = 200,
         on_batch: Callable[[BatchResult], None] = lambda result: None,
-        retry_pause: float = 1.0,
+        retry: RetryPolicy = STORE_UNAVAILABLE,
         incarnation: str = "",
     ) -> None:
         self._store = store
@@ -76,7 +76,7 @@ class Ingest:
         self._batch_size = batch_size
         self._poll_timeout_ms = poll_timeout_ms
         self._on_batch = on_batch
-        self._retry_pause = retry_pause
+        self._retry = retry
         self._incarnation = incarnation
 
     def start(self) -> None:
@@ -94,7 +94,8 @@ class Ingest:
         return position_name(tp.topic, tp.partition, self._incarnation)
 
     def step(self) -> BatchResult:
-        """Poll one batch and record it; on a store failure rewind and pause."""
+        """Poll one batch and record it; on a store failure rewind it and raise (`run`
+        tries again after a pause)."""
         polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._batch_size)
         records = [record for batch in polled.values() for record in batch]
         if not records:
@@ -125,12 +126,10 @@ class Ingest:
             log.warning("ingest: batch already applied; seeking to stored positions")
             self.seek_to_stored(list(last))
             return BatchResult(0, [])
-        except PersistenceError as exc:
-            log.warning("ingest: store unavailable (%s); retrying in %.1fs", exc, self._retry_pause)
+        except PersistenceError:
             for tp, offset in first.items():
                 self._consumer.seek(tp, offset)
-            time.sleep(self._retry_pause)
-            return BatchResult(0, [])
+            raise
         self._commit_advisory(last)
         result = BatchResult(len(records), outcomes)
         self._on_batch(result)
@@ -147,6 +146,12 @@ class Ingest:
 
     def run(self, stop: threading.Event) -> None:
         self.start()
-        while not stop.is_set():
-            self.step()
-        self._consumer.close()
+        attempts = self._retry.retrying("ingest: a batch", on=PersistenceError, until=stop)
+        try:
+            while not stop.is_set():
+                attempts(self.step)
+        except PersistenceError:
+            if not stop.is_set():
+                raise
+        finally:
+            self._consumer.close()

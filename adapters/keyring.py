@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from adapters.crypto import DataKey, MasterKey, generate_key
+from adapters.crypto import CryptoError, DataKey, MasterKey, WrongMasterKeyError, generate_key
 from adapters.recorder import DATA_KEYS_TABLE
 from domain.errors import EventcrmError
 
@@ -56,10 +57,22 @@ class Keyring:
                 if row["wrapped"] is None:
                     forgotten.add(customer)
                     continue
-                key = DataKey(customer, self._master.unwrap(customer, bytes(row["wrapped"])))
+                key = DataKey(customer, self._unwrap(customer, row))
                 found[customer] = key
                 self._remember(key)
         return found, forgotten
+
+    def _unwrap(self, customer: UUID, row: dict[str, Any]) -> bytes:
+        try:
+            return self._master.unwrap(customer, bytes(row["wrapped"]))
+        except CryptoError:
+            if row["master_key_id"] == self._master.key_id:
+                raise  # the right key, so the bytes were altered: not a configuration slip
+            raise WrongMasterKeyError(
+                f"customer data keys in this store were wrapped by master key "
+                f"{row['master_key_id']}, EVENTCRM_MASTER_KEY is key {self._master.key_id}",
+                hint="set EVENTCRM_MASTER_KEY to the key this store was written with",
+            ) from None
 
     def get(self, customer: UUID) -> DataKey | None:
         """The customer's key, or None if they have none (never keyed, or forgotten)."""

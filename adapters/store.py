@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,14 +41,13 @@ from adapters.recorder import (
     DeadLetter,
     KeyRow,
 )
+from adapters.retry import WRITE_CONFLICT
 from domain.alerts import AlertAction
 from domain.customer import Customer, customer_uuid, interaction_fields
 from domain.errors import Code, InvalidInteraction, Rejection
 from domain.interactions import Interaction, parse_interaction
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 12
 
 
 def payload_digest(encode: Callable[[Any], bytes], key: DataKey, interaction: Interaction) -> str:
@@ -244,16 +241,16 @@ class CustomerStore(Application[UUID]):
         """
         items = [i if isinstance(i, Item) else Item(i) for i in batch]
         plan = self._validate(items)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        def attempt() -> list[Outcome]:
             try:
                 return self._write(plan, positions)
-            except IntegrityError as exc:
+            except IntegrityError:
                 self._check_positions(positions)
-                log.info("record: write conflict, retrying (attempt %d): %s", attempt, exc)
                 self._evict({p.customer for p in plan.prepared})
-                # Jittered backoff, so a writer that keeps losing to a faster one gets a turn.
-                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
-        raise RuntimeError(f"record: still conflicting after {MAX_ATTEMPTS} attempts")
+                raise
+
+        return WRITE_CONFLICT.call("record", attempt, on=IntegrityError)
 
     def _validate(self, items: Sequence[Item]) -> _Plan:
         now = self.clock()
@@ -428,25 +425,27 @@ class CustomerStore(Application[UUID]):
     ) -> int:
         """Append an ops action on a churn alert; returns the customer's new version."""
         customer = customer_uuid(customer_id)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        def attempt() -> int:
+            aggregate = self._load_customers_by_id([customer]).get(customer)
+            if aggregate is None:
+                raise CustomerNotFoundError(customer_id)
+            aggregate.act_on_alert(
+                action=action,
+                alert_id=alert_id,
+                by=by,
+                reason=reason,
+                until=until,
+                at=self.clock(),
+            )
             try:
-                aggregate = self._load_customers_by_id([customer]).get(customer)
-                if aggregate is None:
-                    raise CustomerNotFoundError(customer_id)
-                aggregate.act_on_alert(
-                    action=action,
-                    alert_id=alert_id,
-                    by=by,
-                    reason=reason,
-                    until=until,
-                    at=self.clock(),
-                )
                 self.save(aggregate)
-                return int(aggregate.version)
             except IntegrityError:
                 self._evict({customer})
-                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
-        raise RuntimeError(f"record_alert_action: still conflicting after {MAX_ATTEMPTS} attempts")
+                raise
+            return int(aggregate.version)
+
+        return WRITE_CONFLICT.call("record_alert_action", attempt, on=IntegrityError)
 
     # --- reading ---------------------------------------------------------------
 

@@ -58,7 +58,7 @@ POPULATIONS: dict[str, Callable[[int, int], list[dict[str, Any]]]] = {
 
 def _interval(values: list[float]) -> str:
     mean = statistics.fmean(values)
-    if len(values) < 2:  # noqa: PLR2004
+    if len(values) < 2:
         return f"{mean:+.4f}"
     half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
     return f"{mean:+.4f} ± {half:.4f}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Code(StrEnum):
@@ -141,3 +142,40 @@ class InvalidMoney(EventcrmError, ValueError):  # noqa: N818 - name is part of t
 
 class CurrencyMismatch(EventcrmError):  # noqa: N818 - name is part of the public API
     """Arithmetic or comparison across currencies, which has no exact meaning."""
+
+
+class UserFacingError(EventcrmError):
+    """An ordinary failure its user can fix: a bad setting, an unreachable database, an
+    unwritable file. It carries a stable ``code`` (documented in docs/errors.md) and a
+    ``hint`` saying how to fix it, so entry points print one line instead of a traceback.
+
+    Raised where the cause is known; its category (the subclass) decides the exit code.
+    """
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole (hint and code too): import workers raise these in other processes."""
+        return (type(self), (self.message,), {"hint": self.hint, "code": self.code})
+
+
+class ConfigurationError(UserFacingError):
+    """A setting, policy file, key or schema the operator must fix: retrying won't help."""
+
+
+class UnavailableError(UserFacingError):
+    """A service (the database, the broker) cannot be reached: retrying later may help."""
+
+
+class UsageError(UserFacingError):
+    """A bad argument, or a file named on the command line that cannot be read or written."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
@@ -25,13 +25,27 @@ from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames
+from domain.errors import ConfigurationError, UnavailableError
 from infra import kafka
-from infra.embedded import embedded_postgres
+from infra.embedded import data_directory, embedded_postgres
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
-from projections import DEFAULT_POLICY_RESOURCE, Policy, load_policy
+from projections import DEFAULT_POLICY_RESOURCE, Policy, PolicyError, load_policy
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS: Final = 3
+"""libpq's `connect_timeout` on every connection opened here (unless the URL sets its
+own): with the interpreter's start, a database that does not answer is reported within
+5 s."""
+
+POOL_WAIT_SECONDS: Final = 5
+"""How long a command waits for a connection from its pool (eventsourcing's
+`POSTGRES_CONNECT_TIMEOUT`): a database lost mid-command is reported within this."""
+
+ROLE_POOL_WAIT_SECONDS: Final = 30
+"""How long a pipeline role's pool waits for a connection: a role rides out a short
+outage here before its own recovery (the ingest's rewind-and-pause) takes over."""
 
 
 def utc_now() -> datetime:
@@ -39,7 +53,12 @@ def utc_now() -> datetime:
 
 
 def store_env(
-    url: str, *, role: str | None, settings: Settings, pool_size: int = 2
+    url: str,
+    *,
+    role: str | None,
+    settings: Settings,
+    pool_size: int = 2,
+    pool_wait: int = POOL_WAIT_SECONDS,
 ) -> dict[str, str]:
     """eventsourcing's configuration for a connection URL (and optionally a role to use)."""
     parts = conninfo_to_dict(url)
@@ -52,6 +71,7 @@ def store_env(
         "POSTGRES_PASSWORD": str(parts.get("password", "")),
         "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
         "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": str(pool_wait),
         "POSTGRES_MAX_OVERFLOW": "4",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
         "CREATE_TABLE": "n",
@@ -75,7 +95,64 @@ def datastore_kwargs(url: str, settings: Settings, *, role: str | None = None) -
 
 
 def datastore_for(url: str, settings: Settings) -> PostgresDatastore:
-    return PostgresDatastore(**datastore_kwargs(url, settings))
+    datastore = PostgresDatastore(
+        **datastore_kwargs(url, settings), connect_timeout=POOL_WAIT_SECONDS
+    )
+    bound_connect_time(datastore)
+    return datastore
+
+
+def bound_connect_time(datastore: PostgresDatastore) -> None:
+    """Give the pool's connections libpq's `connect_timeout` (eventsourcing's own
+    "connect timeout" is only the wait for a pooled connection; without this an
+    unanswering host holds each attempt for psycopg's default of 130 s)."""
+    kwargs = datastore.pool.kwargs
+    if isinstance(kwargs, dict):
+        kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+
+
+def check_connection(url: str, *, role: str | None = None, variable: str) -> None:
+    """Connect once, directly: a database that is down, a wrong host, database, role or
+    password is reported with the server's own words within `CONNECT_TIMEOUT_SECONDS`
+    (a pool would only say it got no connection in time)."""
+    try:
+        params: dict[str, Any] = {"user": role} if role else {}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            params["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        psycopg.connect(make_conninfo(url, **params)).close()
+    except psycopg.ProgrammingError as exc:
+        raise _invalid_url(variable, exc) from None
+    except psycopg.OperationalError as exc:
+        raise database_unavailable(exc, variable=variable) from None
+
+
+def database_unavailable(
+    exc: BaseException, *, variable: str = "EVENTCRM_DATABASE_URL"
+) -> UnavailableError:
+    """The one message for "cannot talk to the database": libpq's reason, first line."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return UnavailableError(
+        f"cannot use the database: {reason}",
+        code="database_unavailable",
+        hint=f"check that PostgreSQL is running and that {variable} names a reachable "
+        "host, an existing database and role, and the right password",
+    )
+
+
+def _invalid_url(variable: str, exc: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"{variable} is not a PostgreSQL connection URL ({str(exc).strip()})",
+        code="invalid_database_url",
+        hint=f"set {variable}=postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+    )
+
+
+def parse_url(url: str, variable: str) -> None:
+    """Refuse a URL libpq cannot parse, naming the variable it came from."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise _invalid_url(variable, exc) from None
 
 
 def load_master_key(settings: Settings, *, embedded: bool, say: Callable[[str], None]) -> MasterKey:
@@ -83,9 +160,11 @@ def load_master_key(settings: Settings, *, embedded: bool, say: Callable[[str], 
     if settings.master_key:
         return MasterKey.from_text(settings.master_key)
     if not embedded:
-        raise SystemExit(
-            "EVENTCRM_MASTER_KEY is required with EVENTCRM_DATABASE_URL "
-            "(base64 of 32 random bytes; keep it in your secret store)"
+        raise ConfigurationError(
+            "EVENTCRM_MASTER_KEY is required with EVENTCRM_DATABASE_URL",
+            code="missing_master_key",
+            hint="set it to the base64 of 32 random bytes this store was written with "
+            "(a new store: generate one and keep it in your secret store)",
         )
     path = settings.home / "master.key"
     if not path.exists():
@@ -117,18 +196,42 @@ def default_policy_text() -> str:
 
 
 def load_configured_policy(settings: Settings) -> Policy:
-    """`EVENTCRM_POLICY` if set, else the packaged default; invalid → PolicyError naming
-    the key."""
-    text = settings.policy.read_text() if settings.policy else default_policy_text()
-    return load_policy(text)
+    """`EVENTCRM_POLICY` if set, else the packaged default; unreadable or invalid → a
+    `ConfigurationError` naming the file and the key."""
+    if settings.policy is None:
+        return load_policy(default_policy_text())
+    try:
+        return load_policy(settings.policy.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"cannot read the policy file EVENTCRM_POLICY={settings.policy}: {reason}",
+            code="policy_unreadable",
+            hint="point EVENTCRM_POLICY at a readable TOML policy, or unset it for the default",
+        ) from None
+    except PolicyError as exc:
+        raise ConfigurationError(
+            f"the policy file EVENTCRM_POLICY={settings.policy} is invalid: {exc}",
+            code="invalid_policy",
+            hint="fix that key (the packaged projections/default_policy.toml documents each)",
+        ) from None
 
 
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[tuple[str, str, bool]]:
+def database(
+    settings: Settings, *, say: Callable[[str], None] = log.info
+) -> Iterator[tuple[str, str, bool]]:
     """(owner URL, application URL, embedded?) — starting the embedded server if needed."""
     if settings.database_url:
+        parse_url(settings.database_url, "EVENTCRM_DATABASE_URL")
+        if settings.admin_database_url:
+            parse_url(settings.admin_database_url, "EVENTCRM_ADMIN_DATABASE_URL")
         yield settings.admin_database_url or settings.database_url, settings.database_url, False
         return
+    say(
+        f"using the embedded PostgreSQL in {data_directory(settings.home)} "
+        "(set EVENTCRM_DATABASE_URL to use your own database)"
+    )
     with embedded_postgres(settings.home) as url:
         yield url, url, True
 
@@ -140,15 +243,22 @@ def build_store(
     *,
     clock: Callable[[], datetime] = utc_now,
     as_role: str | None = None,
+    pool_wait: int = POOL_WAIT_SECONDS,
 ) -> CustomerStore:
+    check_connection(app_url, role=as_role, variable="EVENTCRM_DATABASE_URL")
     store = CustomerStore(
-        store_env(app_url, role=as_role, settings=settings),
+        store_env(app_url, role=as_role, settings=settings, pool_wait=pool_wait),
         master_key=master_key,
         max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
         clock=clock,
         cache_size=settings.aggregate_cache_size,
     )
-    check_schema(store.datastore)
+    bound_connect_time(store.datastore)
+    try:
+        check_schema(store.datastore)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
@@ -160,7 +270,7 @@ def services(
     clock: Callable[[], datetime] = utc_now,
 ) -> Iterator[Services]:
     """Wire everything for one CLI process; the embedded default migrates itself."""
-    with database(settings) as (admin_url, app_url, embedded):
+    with database(settings, say=say) as (admin_url, app_url, embedded):
         master_key = load_master_key(settings, embedded=embedded, say=say)
         if embedded:
             run_migrations(settings, admin_url)
@@ -196,6 +306,7 @@ def services(
 
 
 def run_migrations(settings: Settings, admin_url: str) -> int:
+    check_connection(admin_url, variable="EVENTCRM_ADMIN_DATABASE_URL")
     datastore = datastore_for(admin_url, settings)
     try:
         return migrate(datastore, app_role=settings.app_role)
@@ -233,9 +344,11 @@ class KafkaClients:
 @contextlib.contextmanager
 def kafka_access(settings: Settings) -> Iterator[KafkaClients]:
     if not settings.kafka_bootstrap:
-        raise SystemExit(
-            "set EVENTCRM_KAFKA_BOOTSTRAP (host:port[,host:port]) to publish or tail; "
-            "`eventcrm serve` and `eventcrm demo` start an embedded broker themselves"
+        raise ConfigurationError(
+            "no Kafka cluster is configured",
+            code="kafka_not_configured",
+            hint="set EVENTCRM_KAFKA_BOOTSTRAP=host:port[,host:port] to publish or tail "
+            "(`eventcrm serve` and `eventcrm demo` start an embedded broker themselves)",
         )
     yield KafkaClients(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))
 

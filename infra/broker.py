@@ -25,11 +25,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Final
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from adapters.retry import BROKER_PORT_IN_USE
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,10 @@ _LOG_TAIL_BYTES: Final = 4000
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or reached."""
+
+
+class _PortInUseError(BrokerError):
+    """The port is still held by the previous broker's connections (TIME_WAIT)."""
 
 
 def tansu_binary() -> Path:
@@ -120,27 +127,26 @@ class EmbeddedBroker:
             raise
 
     def _start_until(self, deadline: float) -> None:
-        backoff = 0.05
-        while True:
-            self._spawn()
-            failure = self._await_ready(deadline)
-            if failure is None:
-                log.info("embedded Tansu broker ready on %s", self.bootstrap)
-                return
-            tail = self._output_tail()
-            self._terminate()
-            in_use = any(marker in tail for marker in _ADDRESS_IN_USE)
-            if not in_use or time.monotonic() + backoff >= deadline:
-                raise BrokerError(
-                    f"Tansu broker on {self.bootstrap} did not start within "
-                    f"{self._start_timeout:.0f} s: {failure}\n--- broker output (tail) ---\n{tail}"
-                )
-            if not self._pinned:
-                self._port = free_port(self._host)
-                continue
-            log.info("port %d still in use, retrying in %.2f s", self._port, backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+        policy = replace(BROKER_PORT_IN_USE, give_up_seconds=max(0.0, deadline - time.monotonic()))
+        policy.call("embedded broker start", lambda: self._start_once(deadline), on=_PortInUseError)
+        log.info("embedded Tansu broker ready on %s", self.bootstrap)
+
+    def _start_once(self, deadline: float) -> None:
+        self._spawn()
+        failure = self._await_ready(deadline)
+        if failure is None:
+            return
+        tail = self._output_tail()
+        self._terminate()
+        message = (
+            f"Tansu broker on {self.bootstrap} did not start within "
+            f"{self._start_timeout:.0f} s: {failure}\n--- broker output (tail) ---\n{tail}"
+        )
+        if not any(marker in tail for marker in _ADDRESS_IN_USE):
+            raise BrokerError(message)
+        if not self._pinned:
+            self._port = free_port(self._host)
+        raise _PortInUseError(message)
 
     def stop(self) -> None:
         """Stop the broker; its topics, records and group offsets are gone."""

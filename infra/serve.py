@@ -39,9 +39,15 @@ from adapters.crypto import MasterKey
 from adapters.ingest import Ingest
 from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.relay import Relay, RelayLockedError
+from adapters.retry import PROJECTOR_BATCH, ROLE_RESTART, STORE_UNAVAILABLE
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from infra.bootstrap import build_store, configure_logging, load_configured_policy
+from infra.bootstrap import (
+    ROLE_POOL_WAIT_SECONDS,
+    build_store,
+    configure_logging,
+    load_configured_policy,
+)
 from infra.kafka import consumer, producer
 from infra.settings import Settings
 from projections.ports import ChangePublisher
@@ -51,6 +57,10 @@ from streams.projector import Projector
 log = logging.getLogger(__name__)
 
 ROLES: Final = frozenset({"ingest", "relay", "project"})
+
+
+class RoleEndedError(RuntimeError):
+    """A role returned although its life had not ended: it is restarted like a crash."""
 
 
 def wall_clock() -> datetime:
@@ -369,26 +379,34 @@ class Pipeline:
     ) -> None:
         """Run ``target`` until ``stop``; restart it after a pause if it dies (G12), and
         at once when the watcher ends its life (a broker reset)."""
+        policy = ROLE_RESTART.starting_at(self.tuning.restart_pause)
+        restarts = policy.retrying(f"role {name}", on=Exception, until=stop)
         while not stop.is_set():
-            life = Life(stop)
-            with self._lives_lock:
-                self._lives[name] = life
             try:
-                target(life)
+                restarts(lambda: self._live(name, target, stop))
             except Exception:
-                if not life.is_set():
-                    log.exception(
-                        "role %s died; restarting in %.1fs", name, self.tuning.restart_pause
-                    )
-            else:
-                if not life.is_set():
-                    log.warning("role %s returned early; restarting", name)
-            if stop.is_set():
-                return
-            if life.is_set():
-                log.warning("role %s restarts on the new topic incarnations", name)
-                continue
-            stop.wait(self.tuning.restart_pause)
+                if not stop.is_set():
+                    raise
+
+    def _live(
+        self, name: str, target: Callable[[threading.Event], None], stop: threading.Event
+    ) -> None:
+        """One life of a role: returns when the pipeline stops or a broker reset ended
+        it (restart at once); raises when it died or returned by itself (restart after
+        a pause)."""
+        life = Life(stop)
+        with self._lives_lock:
+            self._lives[name] = life
+        try:
+            target(life)
+        except Exception:
+            if not life.is_set():
+                raise
+        else:
+            if not life.is_set():
+                raise RoleEndedError(f"role {name} returned early")
+        if not stop.is_set():
+            log.warning("role %s restarts on the new topic incarnations", name)
 
     def group(self, role: str, incarnation: str) -> str:
         """A consumer group per topic incarnation: offsets a client of the old broker
@@ -397,7 +415,13 @@ class Pipeline:
         return f"{self.tuning.group_prefix}-{role}{suffix}"
 
     def store(self) -> CustomerStore:
-        return build_store(self.settings, self.app_url, self.master_key, as_role=self.as_role)
+        return build_store(
+            self.settings,
+            self.app_url,
+            self.master_key,
+            as_role=self.as_role,
+            pool_wait=ROLE_POOL_WAIT_SECONDS,
+        )
 
     # --- roles ------------------------------------------------------------------------
 
@@ -416,7 +440,7 @@ class Pipeline:
                     client,
                     topic=self.topics.interactions,
                     batch_size=self.settings.record_batch_size,
-                    retry_pause=self.tuning.restart_pause,
+                    retry=STORE_UNAVAILABLE.starting_at(self.tuning.restart_pause),
                     incarnation=incarnation,
                 ).run(stop)
             finally:
@@ -491,6 +515,7 @@ class Pipeline:
                     policy=policy, loader=loader, sink=read_models, publisher=publisher
                 )
 
+            batches = PROJECTOR_BATCH.starting_at(self.tuning.restart_pause)
             served = build_app(
                 app_id=self.group("projector", self.incarnation(self.topics.customer_events)),
                 bootstrap=self.bootstrap,
@@ -502,7 +527,9 @@ class Pipeline:
                 tick_interval=self.tuning.tick_interval,
                 session_timeout=self.tuning.session_timeout,
                 heartbeat_interval=self.tuning.heartbeat_interval,
-                retry_pause=self.tuning.restart_pause,
+                retry=lambda attempt, stopping: batches.call_async(
+                    "projector: a batch", attempt, until=stopping
+                ),
                 clock=self.tuning.clock,
                 datadir=scratch.name,
             )

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.errors import ConfigurationError
+
+PREFIX = "EVENTCRM_"
+DEBUG_VARIABLE = "EVENTCRM_DEBUG"
+"""Truthy (1, true, yes, on): errors print their traceback, like `--debug`."""
+
+OTHER_VARIABLES = frozenset({DEBUG_VARIABLE, "EVENTCRM_TEST_DATABASE_URL"})
+"""`EVENTCRM_*` names read outside `Settings`: the debug switch and the test suite's server."""
 
 
 def _default_home() -> Path:
@@ -15,7 +26,7 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Everything configurable; nothing else in the code reads the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="EVENTCRM_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
     home: Path = Field(default_factory=_default_home)
     """Where the embedded PostgreSQL data, the generated master key and local state live."""
@@ -49,3 +60,55 @@ class Settings(BaseSettings):
     """Processes preparing import batches (validation, crypto, encoding); 0 = in-process."""
     lock_timeout_seconds: int = 10
     aggregate_cache_size: int = 100_000
+
+
+def load_settings() -> Settings:
+    """`Settings()`, with a value that does not parse reported as a `ConfigurationError`
+    naming the variable (every bad one, on one line)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}="
+            f"{error['input']!r}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError(
+            "; ".join(problems),
+            code="invalid_setting",
+            hint="fix or unset it (every setting: docs/configuration.md)",
+        ) from None
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(PREFIX + name.upper() for name in Settings.model_fields) | OTHER_VARIABLES
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """One warning per `EVENTCRM_*` name no setting reads, with the closest known one: a
+    misspelt `EVENTCRM_DATABSE_URL` would otherwise silently start the embedded default."""
+    known = known_variables()
+    warnings = []
+    for name in sorted(set(names)):
+        if not name.upper().startswith(PREFIX) or name.upper() in known:
+            continue
+        # Compared without the prefix every name shares, which would make all look alike.
+        suffixes = [k.removeprefix(PREFIX) for k in sorted(known)]
+        close = difflib.get_close_matches(name.upper().removeprefix(PREFIX), suffixes, n=1)
+        guess = f"; did you mean {PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"{name} is not an eventcrm setting and is ignored{guess}")
+    return warnings
+
+
+def dotenv_names(text: str) -> list[str]:
+    """The variable names a `.env` file assigns (`NAME=value`, optionally `export NAME=…`)."""
+    names = []
+    for line in text.splitlines():
+        stripped = line.strip().removeprefix("export ").strip()
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            names.append(stripped.split("=", 1)[0].strip())
+    return names
+
+
+def debug_requested(environ: Mapping[str, str]) -> bool:
+    return environ.get(DEBUG_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -135,6 +135,12 @@ class TopicChangePublisher(ChangePublisher):
             self._publish_records(self.records(changes))
 
 
+RetryBatch = Callable[[Callable[[], Awaitable[None]], Callable[[], bool]], Awaitable[None]]
+"""Runs an attempt until it succeeds, pausing between failures, and re-raises the last
+failure once the second argument says the app stops. Handed in by infra (the
+`PROJECTOR_BATCH` policy of adapters.retry: streams do not import adapters)."""
+
+
 @dataclass
 class ProjectorApp:
     """A faust app driving one `Projector`; `run` serves it until a stop event."""
@@ -145,7 +151,7 @@ class ProjectorApp:
     due: DueRows | None
     partition_of: Callable[[bytes, int], int] | None
     clock: Callable[[], datetime]
-    retry_pause: float
+    retry: RetryBatch
     batch_size: int = 500
     max_tick_delay: float = 15.0
     """Longest the timer waits while the projector is behind (seconds)."""
@@ -163,16 +169,12 @@ class ProjectorApp:
         """Handle one batch, retrying failures (the projector rebuilt what it touched)
         until it lands or the app stops; malformed messages are logged and skipped."""
         self.behind = len(batch) >= self.batch_size
-        while True:
-            try:
-                async with self.lock:
-                    await asyncio.to_thread(self._handle, batch)
-                return
-            except Exception:
-                if self.app.should_stop:
-                    raise
-                log.exception("projector: batch of %d failed; retrying", len(batch))
-                await asyncio.sleep(self.retry_pause)
+
+        async def attempt() -> None:
+            async with self.lock:
+                await asyncio.to_thread(self._handle, batch)
+
+        await self.retry(attempt, lambda: bool(self.app.should_stop))
 
     async def tick(self) -> None:
         """Re-adopt due customers if needed, then advance every due held customer —
@@ -270,7 +272,7 @@ def build_app(
     tick_interval: float = 1.0,
     session_timeout: float = 6.0,
     heartbeat_interval: float = 1.0,
-    retry_pause: float = 1.0,
+    retry: RetryBatch,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     datadir: str | None = None,
 ) -> ProjectorApp:
@@ -310,7 +312,7 @@ def build_app(
         due=due,
         partition_of=partition_of,
         clock=clock,
-        retry_pause=retry_pause,
+        retry=retry,
         batch_size=batch_size,
         max_tick_delay=max_tick_delay,
     )

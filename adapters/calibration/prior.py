@@ -63,7 +63,9 @@ def blend() -> list[tuple[str, list]]:  # type: ignore[type-arg]
             name, customers=customers, seed=seed, end=END, days=730, acquisition_days=365,
             prefix=f"{name}-",
         ).interactions  # fmt: skip
-    interactions += simulate(customers=3000, seed=104, end=END, days=730, prefix="persona-").interactions
+    interactions += simulate(
+        customers=3000, seed=104, end=END, days=730, prefix="persona-"
+    ).interactions
     return as_histories(interactions, now=END)
 
 
@@ -77,10 +79,10 @@ def refit(base_text: str) -> str:
     doc = tomlkit.parse(result.policy_text)
     churn = doc["churn"]
     for name, logits in OVERRIDES.items():
-        churn["signals"][name]["logit"] = tomlkit.item(logits)  # type: ignore[index]
+        churn["signals"][name]["logit"] = tomlkit.item(logits)
     for name, value in LEVELS.items():
-        churn["levels"][name] = value  # type: ignore[index]
-    doc["alert"]["resolve_margin"] = 10  # type: ignore[index]
+        churn["levels"][name] = value
+    doc["alert"]["resolve_margin"] = 10
     text = tomlkit.dumps(doc)
     load_policy(text)  # still valid
     return text

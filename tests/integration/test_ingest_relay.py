@@ -92,7 +92,7 @@ def make_ingest(
     store: CustomerStore, broker: EmbeddedBroker, topics: TopicNames, group: str
 ) -> Ingest:
     client = consumer(broker.bootstrap, group_id=group, session_timeout_ms=SESSION_MS)
-    ingest = Ingest(store, client, topic=topics.interactions, batch_size=200, retry_pause=0.1)
+    ingest = Ingest(store, client, topic=topics.interactions, batch_size=200)
     ingest.start()
     return ingest
 
