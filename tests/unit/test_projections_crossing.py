@@ -10,18 +10,20 @@ from infra.bootstrap import default_policy_text
 from projections import apply, initial_state, load_policy
 from projections import churn as signals
 from projections.policy import DAY_US
+from tests.unit.quality.policies import simple_policy_text
 from tests.unit.quality.simulate import event, purchase
 
-DEFAULT = default_policy_text()
-STEEP = DEFAULT.replace(
-    'logit = ["-1", "-0.8", "-0.6", "-0.3", "0", "0.3", "0.6", "1", "1.5", "2", "3"]',
-    'logit = ["-4", "-4", "-1", "-1", "0", "2", "2", "5", "5.5", "6", "9"]',
-)
-FLAT_TIME = DEFAULT.replace(
-    'logit = ["0", "0", "0", "0.2", "0.4", "0.8", "1.2", "1.6", "2"]',
-    'logit = ["0", "0", "0", "0", "0", "0", "0", "0", "0"]',
-)
-VARIANTS = [DEFAULT, STEEP, FLAT_TIME]
+VARIANTS = [
+    default_policy_text(),
+    simple_policy_text(),
+    simple_policy_text(  # steep steps and a cadence curve: both time signals at once
+        curves={
+            "recency": ([0, 1, 2, 30, 31, 400], ["-4", "-4", "2", "2", "5", "9"]),
+            "relative_recency": (["0", "0.5", "1", "3"], ["0", "0", "1.5", "1.5"]),
+        }
+    ),
+    simple_policy_text(curves={"recency": ([0, 1], ["0", "0"])}),  # no time effect at all
+]
 
 
 @pytest.mark.parametrize("text", VARIANTS)
@@ -39,7 +41,7 @@ def test_the_crossing_is_the_first_microsecond_at_or_over_the_level(text: str) -
             state, _ = apply(state, event(f"c{trial}", "complaint", day + 1, severity="high"))
         after = (state.last_commerce_us or 0) + rng.randint(0, 400 * DAY_US)
         until = after + rng.randint(1, 900 * DAY_US)
-        for target in range(1, 101, 3):
+        for target in range(1, 1001, 17):  # score steps (tenths of a point)
             found = signals.crossing(state, after, until, target)
             if signals.score_at(state, until) < target:
                 assert found is None
