@@ -9,8 +9,8 @@ a row only ever moves forward, so redeliveries and zombie workers cannot regress
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import orjson
@@ -22,6 +22,7 @@ from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import customer_uuid
 from projections import (
     CustomerState,
+    InputEvent,
     Policy,
     Snapshot,
     fold,
@@ -135,6 +136,9 @@ class ReadModelStore:
         self._page = SQL(
             "SELECT * FROM {} WHERE customer_id > %s ORDER BY customer_id LIMIT %s"
         ).format(table)
+        self._stamps = SQL("SELECT {} FROM {}").format(
+            SQL(", ").join(Identifier(f.name) for f in fields(Stamp)), table
+        )
         self._first_unapplied = SQL(
             "SELECT min(e.notification_id) AS p FROM {events} e "
             "LEFT JOIN {table} rm ON rm.originator_id = e.originator_id "
@@ -200,6 +204,13 @@ class ReadModelStore:
             if len(rows) < self._page_size:
                 return
             after = rows[-1]["customer_id"]
+
+    def stamps(self) -> dict[str, Stamp]:
+        """Every read model without its snapshot, by customer id (one query; what
+        `audit` matches with the store's customers)."""
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._stamps)
+            return {row["customer_id"]: Stamp(**row) for row in curs.fetchall()}
 
     def first_unapplied(self) -> int | None:
         """The lowest notification id of a stored event no read model has applied yet
@@ -292,25 +303,105 @@ class Difference:
     replayed: object
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the audit needs of a read model: which events it includes, when it was
+    evaluated, until when it holds, and the values compared with a replay."""
+
+    customer_id: str
+    applied_version: int
+    evaluated_at: datetime | None
+    next_deadline: datetime | None
+    tier: str | None
+    lifecycle_stage: str | None
+    churn_score: int | None
+    churn_level: str | None
+    alert_state: str | None
+    alert_id: str | None
+
+
+@dataclass
+class Audit:
+    """Read models compared with the store as sets (RELIABILITY G14), not only the
+    rows that exist: see `audit`."""
+
+    customers: int = 0
+    read_models: int = 0
+    missing: list[tuple[str, int]] = field(default_factory=list)
+    """``(customer_id, stored version)`` of stored customers without a read model."""
+    extra: list[tuple[str, int]] = field(default_factory=list)
+    """``(customer_id, applied version)`` of read models of no stored customer."""
+    stale: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(customer_id, applied, stored)`` of read models behind the stored version."""
+    ahead: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(customer_id, applied, stored)`` of read models past it (a store that lost events)."""
+    overdue: list[tuple[str, datetime]] = field(default_factory=list)
+    """``(customer_id, next deadline)`` of read models a timer should have advanced."""
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def unapplied_events(self) -> int:
+        """Stored events no read model includes yet (projector lag, in events)."""
+        return sum(stored for _, stored in self.missing) + sum(
+            stored - applied for _, applied, stored in self.stale
+        )
+
+
+def audit(
+    read_models: ReadModelStore,
+    store: CustomerStore,
+    policy: Policy,
+    *,
+    now: datetime | None = None,
+    grace: timedelta = timedelta(0),
+) -> Audit:
+    """Every stored customer against the read models, in one pass over the events table.
+
+    A stored customer needs a read model at its latest version (else *missing* or
+    *stale*); a read model needs a stored customer (else *extra*) and a version it can
+    have (else *ahead*); its next deadline must not be more than ``grace`` before
+    ``now`` (else *overdue*: no timer advanced it, so it no longer says what holds now;
+    unchecked without ``now``); and its values must equal a fresh fold of the events it
+    applied, evaluated at its own ``evaluated_at`` (else a `Difference`).
+    """
+    result = Audit()
+    rows = read_models.stamps()
+    result.read_models = len(rows)
+    for history in ProjectionReader(store, policy).histories():
+        result.customers += 1
+        row = rows.pop(history.customer_id, None)
+        if row is None:
+            result.missing.append((history.customer_id, history.version))
+            continue
+        if row.applied_version < history.version:
+            result.stale.append((row.customer_id, row.applied_version, history.version))
+        elif row.applied_version > history.version:
+            result.ahead.append((row.customer_id, row.applied_version, history.version))
+        if now is not None and row.next_deadline is not None and row.next_deadline < now - grace:
+            result.overdue.append((row.customer_id, row.next_deadline))
+        applied = [e for e in history.events if e.version <= row.applied_version]
+        result.differences.extend(_compare(row, applied, policy))
+    result.extra.extend((row.customer_id, row.applied_version) for row in rows.values())
+    return result
+
+
 def differences(
     read_models: ReadModelStore, store: CustomerStore, policy: Policy
 ) -> Iterator[Difference]:
-    """Live equals replay (RELIABILITY G6): refold each read model's customer from the
-    store, through the version it applied, evaluated at its `evaluated_at`."""
-    reader = ProjectionReader(store, policy)
-    for model in read_models.all():
-        try:
-            events = reader.events(model.customer_id, through_version=model.applied_version)
-        except CustomerNotFoundError:
-            events = []
-        as_of = model.evaluated_at or (events[-1].occurred_at if events else None)
-        if as_of is None:
-            continue
-        fresh = snapshot(fold(model.customer_id, events, policy, as_of=as_of))
-        for name in COMPARED:
-            live, replayed = getattr(model, name), getattr(fresh, name)
-            if live != replayed:
-                yield Difference(model.customer_id, name, live, replayed)
+    """Live equals replay (RELIABILITY G6) for the read models that exist: each refolded
+    from the store through the version it applied, evaluated at its `evaluated_at`."""
+    yield from audit(read_models, store, policy).differences
+
+
+def _compare(row: Stamp, events: Sequence[InputEvent], policy: Policy) -> Iterator[Difference]:
+    as_of = row.evaluated_at or (events[-1].occurred_at if events else None)
+    if as_of is None:
+        return
+    fresh = snapshot(fold(row.customer_id, events, policy, as_of=as_of))
+    for name in COMPARED:
+        live, replayed = getattr(row, name), getattr(fresh, name)
+        if live != replayed:
+            yield Difference(row.customer_id, name, live, replayed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,16 @@ def position_name(base: str, incarnation: str = "") -> str:
     return f"{base}@{incarnation}" if incarnation else base
 
 
+def starting_position(needed_from: Callable[[], int | None], store: CustomerStore) -> int:
+    """The position a new `customer-events` incarnation starts after: just before the
+    first stored event a projector still needs, or, if none is owed, the last one."""
+    first = needed_from()
+    if first is not None:
+        return first - 1
+    last: int | None = store.recorder.max_notification_id()
+    return last or 0
+
+
 LOCK_KEY = 0x6576_6372_6D72  # "evcrmr": the relay's advisory lock
 
 
@@ -120,12 +130,7 @@ class Relay:
     def _starting_position(self) -> int:
         if self._needed_from is None:
             return 0
-        first = self._needed_from()
-        if first is None:  # every stored event is applied: nothing is owed
-            last: int | None = self._store.recorder.max_notification_id()
-            start = last or 0
-        else:
-            start = first - 1
+        start = starting_position(self._needed_from, self._store)
         # A first start begins at 1; anything later means a reset replaced the topic.
         log.log(
             logging.WARNING if start else logging.INFO,

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from adapters.cli import DemoResult, Runtime, build_cli
 from infra.bootstrap import (
+    broker_of,
     configure_logging,
     database,
     default_sample,
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         serve=serve,
         demo=demo,
         sample=default_sample(),
+        broker=lambda: broker_of(settings),
     )
     app(args=argv if argv is not None else sys.argv[1:], prog_name="eventcrm")
 
