@@ -14,7 +14,9 @@ Positions are kept per *incarnation* of each topic (its topic id, see
 first stored event that no read model has applied yet (``needed_from``), so the
 projectors get back everything the lost topic still owed them and nothing they have
 (a redelivered duplicate would be ignored anyway). A new DLQ incarnation gets every
-dead letter again: a repeat is allowed there, a loss is not.
+dead letter again: a repeat is allowed there, a loss is not. Every dead letter is
+relayed, whatever rejected it, so `applied + dead-lettered == published` holds for
+anyone counting the DLQ topic (RELIABILITY G11).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ from adapters.store import CustomerStore
 log = logging.getLogger(__name__)
 
 EVENTS_POSITION = "relay:customer-events"
-DLQ_POSITION = "relay:dead-letters"
+DLQ_POSITION = "relay:dlq"
+"""The dead-letter outbox position. Until every dead letter was relayed (earlier, only
+those with a Kafka topic in their provenance were), it was ``relay:dead-letters``; the
+new name makes an upgraded relay publish the ones it had skipped (a repeat is allowed
+on the DLQ topic, a loss is not)."""
 
 
 def position_name(base: str, incarnation: str = "") -> str:
@@ -105,8 +111,7 @@ class Relay:
         ).format(Identifier(schema, EVENTS_TABLE))
         self._dead_letters = SQL(
             "SELECT id, code, field, message, rejections, payload, source, event_id, "
-            "customer_id, provenance FROM {} WHERE id > %s AND provenance ? 'topic' "
-            "ORDER BY id LIMIT %s"
+            "customer_id, provenance FROM {} WHERE id > %s ORDER BY id LIMIT %s"
         ).format(Identifier(schema, DEAD_LETTERS_TABLE))
 
     @contextmanager
@@ -173,6 +178,11 @@ class Relay:
         return len(notifications)
 
     def publish_dead_letters(self) -> int:
+        """Publish the next batch of dead letters, whatever path rejected them (ingest,
+        the store's conflict check, import): each message says what it was — its code,
+        its idempotency key when it had one, and where it came from (``provenance``:
+        topic, partition, offset and key for Kafka; the line for an import; null for a
+        direct `CustomerStore.record` call)."""
         start = self._store.position(self.dlq_position_name) or 0
         with self._store.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._dead_letters, (start, self._batch_size))
@@ -188,6 +198,9 @@ class Relay:
                     "message": row["message"],
                     "rejections": row["rejections"],
                     "original": b64encode(bytes(row["payload"])).decode("ascii"),
+                    "source": row["source"],
+                    "event_id": row["event_id"],
+                    "customer_id": row["customer_id"],
                     "provenance": row["provenance"],
                 }
             )
