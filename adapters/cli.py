@@ -391,12 +391,22 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
 
 def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
     @app.command("rebuild")
-    def rebuild_command(as_of: AsOf = None) -> None:
-        """Recompute every read model from the store; safe while the pipeline runs
-        (a newer live version is never overwritten)."""
+    def rebuild_command(
+        as_of: Annotated[str | None, typer.Option("--as-of", hidden=True)] = None,
+    ) -> None:
+        """Recompute every read model from the store, as of now, and swap them in at
+        once: readers never see old and new rows mixed, and what the projector writes
+        meanwhile is kept (safe while the pipeline runs)."""
+        if as_of is not None:
+            err.print(
+                f"[red]rebuild refuses --as-of {as_of}[/red]: the read models are the live "
+                "view, evaluated now and moved forward by the projector. For every customer "
+                f"as of that instant, run `eventcrm export --as-of {as_of}`."
+            )
+            raise typer.Exit(EXIT_USAGE)
         with open_runtime() as runtime, _progress(err, "rebuilding") as progress:
             task = progress.add_task("rebuild", total=runtime.store.customer_count())
-            instant = _as_of(runtime, as_of)
+            instant = runtime.clock()
             count = rebuild(
                 runtime.read_models,
                 runtime.store,
@@ -404,7 +414,9 @@ def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> N
                 as_of=instant,
                 on_progress=lambda done: progress.update(task, completed=done),
             )
-        err.print(f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M} UTC")
+        err.print(
+            f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M:%S} UTC, swapped in at once"
+        )
 
 
 class ExportFormat(StrEnum):

@@ -8,7 +8,7 @@ a row only ever moves forward, so redeliveries and zombie workers cannot regress
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -57,6 +57,20 @@ _UNNEST_ARGS: Final = SQL(
     "%b::text[], %b::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
 )
 """One array parameter per column of `_COLUMNS`, in order."""
+
+_FORWARD: Final = SQL(
+    # Forward only. A higher version includes more events: it wins. At the same version
+    # the state is a function of the evaluation time alone (live equals replay), so a
+    # later evaluation (a timer's advance) wins, and an equal one is the same row again
+    # (a redelivery): nothing to write.
+    "rm.applied_version < EXCLUDED.applied_version "
+    "OR (rm.applied_version = EXCLUDED.applied_version "
+    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+)
+"""The write rule: does the row ``EXCLUDED`` move the stored row ``rm`` forward?"""
+
+_SHADOW: Final = "read_models_rebuild"
+"""The temporary table a rebuild fills before it swaps (`ReadModelStore.replace`)."""
 
 
 class ProjectedRow(Protocol):
@@ -117,21 +131,37 @@ class ReadModelStore:
             "INSERT INTO {table} AS rm ({names}, updated_at) "
             "SELECT {selected}, now() FROM unnest({arrays}) AS u({names}) "
             "ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = now() "
-            # Forward only. A higher version includes more events: it wins. At the same
-            # version the state is a function of the evaluation time alone (live
-            # equals replay), so a later evaluation (a timer's advance) wins, and an
-            # equal one is the same row again (a redelivery): nothing to write.
-            "WHERE rm.applied_version < EXCLUDED.applied_version "
-            "OR (rm.applied_version = EXCLUDED.applied_version "
-            "AND coalesce(rm.evaluated_at, '-infinity') "
-            "< coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+            "WHERE {forward}"
         ).format(
             table=table,
             names=names,
             selected=_selected(),
             arrays=_UNNEST_ARGS,
             updates=updates,
+            forward=_FORWARD,
         )
+        shadow = Identifier(_SHADOW)
+        self._create_shadow = SQL(
+            "CREATE TEMP TABLE {shadow} "
+            "(LIKE {table} INCLUDING DEFAULTS, PRIMARY KEY (customer_id))"
+        ).format(shadow=shadow, table=table)
+        self._drop_shadow = SQL("DROP TABLE IF EXISTS pg_temp.{}").format(shadow)
+        self._fill_shadow = SQL(
+            "INSERT INTO pg_temp.{shadow} ({names}, updated_at) "
+            "SELECT {selected}, now() FROM unnest({arrays}) AS u({names})"
+        ).format(shadow=shadow, names=names, selected=_selected(), arrays=_UNNEST_ARGS)
+        self._lock = SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table)
+        self._written_since = SQL(
+            "INSERT INTO pg_temp.{shadow} AS rm ({names}, updated_at) "
+            "SELECT {names}, updated_at FROM {table} WHERE updated_at >= %s "
+            "ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = EXCLUDED.updated_at "
+            "WHERE {forward}"
+        ).format(shadow=shadow, names=names, table=table, updates=updates, forward=_FORWARD)
+        self._clear = SQL("DELETE FROM {}").format(table)
+        self._swap_in = SQL(
+            "INSERT INTO {table} ({names}, updated_at) SELECT {names}, updated_at "
+            "FROM pg_temp.{shadow}"
+        ).format(table=table, names=names, shadow=shadow)
         self._get = SQL("SELECT * FROM {} WHERE customer_id = %s").format(table)
         self._page = SQL(
             "SELECT * FROM {} WHERE customer_id > %s ORDER BY customer_id LIMIT %s"
@@ -165,25 +195,48 @@ class ReadModelStore:
         if not newest:
             return 0
         ordered = [newest[key] for key in sorted(newest)]
-        snapshots = [row.snapshot for row in ordered]
-        params = (
-            [row.customer_id for row in ordered],
-            [customer_uuid(row.customer_id) for row in ordered],
-            [row.applied_version for row in ordered],
-            [row.applied_position for row in ordered],
-            [row.next_deadline for row in ordered],
-            [s.evaluated_at for s in snapshots],
-            [s.tier for s in snapshots],
-            [s.lifecycle_stage for s in snapshots],
-            [s.churn_score for s in snapshots],
-            [s.churn_level for s in snapshots],
-            [s.alert_state for s in snapshots],
-            [s.alert_id for s in snapshots],
-            [orjson.dumps(s.to_dict()).decode() for s in snapshots],
-        )
         with self._datastore.transaction(commit=True) as curs:
-            curs.execute(self._upsert, params)
+            curs.execute(self._upsert, _arrays(ordered))
             return max(curs.rowcount, 0)
+
+    def replace(
+        self,
+        rows: Iterable[ProjectedRow],
+        *,
+        batch: int = 1000,
+        on_progress: Callable[[int], None] = lambda done: None,
+    ) -> int:
+        """Replace every read model with ``rows`` (one per customer), atomically for
+        readers; returns how many read models there are afterwards.
+
+        The rows go into a shadow table (a temporary one of this session) first, while
+        readers and the projector keep using the live table. The swap is one
+        transaction: it locks the live table against writers (EXCLUSIVE: readers go
+        on), takes into the shadow every live row written since the rebuild began that
+        is further along by the write rule of `upsert` (the projector's work meanwhile),
+        and replaces the live rows with the shadow's. A reader sees all old rows or all
+        new ones; a projector write waiting on the lock lands after the swap, in the
+        new rows, by the same rule. docs/adr/0013 has the reasons.
+        """
+        with self._datastore.get_connection() as conn:
+            started = conn.execute("SELECT now() AS t").fetchone()
+            assert started is not None
+            conn.execute(self._drop_shadow)
+            conn.execute(self._create_shadow)
+            try:
+                done = 0
+                for chunk in _chunks(rows, batch):
+                    conn.execute(self._fill_shadow, _arrays(chunk))
+                    done += len(chunk)
+                    on_progress(done)
+                with conn.transaction():
+                    conn.execute(self._lock)
+                    conn.execute(self._written_since, (started["t"],))
+                    conn.execute(self._clear)
+                    swapped = conn.execute(self._swap_in).rowcount
+            finally:
+                conn.execute(self._drop_shadow)
+        return max(swapped, 0)
 
     def get(self, customer_id: str) -> ReadModel | None:
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
@@ -263,6 +316,37 @@ class StoreStateLoader:
 def _rank(row: ProjectedRow) -> tuple[int, datetime]:
     """The order `upsert` keeps rows in, as its SQL rule does (NULL: earliest)."""
     return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
+
+
+def _arrays(rows: Sequence[ProjectedRow]) -> tuple[list[Any], ...]:
+    """One array per column of `_COLUMNS`: the parameters of `_UNNEST_ARGS`."""
+    snapshots = [row.snapshot for row in rows]
+    return (
+        [row.customer_id for row in rows],
+        [customer_uuid(row.customer_id) for row in rows],
+        [row.applied_version for row in rows],
+        [row.applied_position for row in rows],
+        [row.next_deadline for row in rows],
+        [s.evaluated_at for s in snapshots],
+        [s.tier for s in snapshots],
+        [s.lifecycle_stage for s in snapshots],
+        [s.churn_score for s in snapshots],
+        [s.churn_level for s in snapshots],
+        [s.alert_state for s in snapshots],
+        [s.alert_id for s in snapshots],
+        [orjson.dumps(s.to_dict()).decode() for s in snapshots],
+    )
+
+
+def _chunks(rows: Iterable[ProjectedRow], size: int) -> Iterator[list[ProjectedRow]]:
+    chunk: list[ProjectedRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _selected() -> Composed:
@@ -424,32 +508,24 @@ def rebuild(
     batch: int = 1000,
     on_progress: Callable[[int], None] = lambda done: None,
 ) -> int:
-    """Recompute every customer's read model from the stored events, as of `as_of`.
+    """Recompute every customer's read model from the stored events, as of ``as_of``,
+    and swap them in atomically (`ReadModelStore.replace`): readers never see old and
+    new rows mixed, rows of customers no longer in the store go, and what the projector
+    writes meanwhile is kept when it is further along. Returns the read models after."""
+    return read_models.replace(
+        rebuilt_rows(store, policy, as_of=as_of), batch=batch, on_progress=on_progress
+    )
 
-    Safe while the pipeline runs: upserts never move a row back to an older version,
-    and at the same version the later evaluation wins, which is this one.
-    """
+
+def rebuilt_rows(store: CustomerStore, policy: Policy, *, as_of: datetime) -> Iterator[RebuiltRow]:
+    """Every customer's read model folded from its stored events, as of ``as_of``."""
     positions = store.last_positions()
-    rows: list[RebuiltRow] = []
-    done = 0
     for history in ProjectionReader(store, policy).histories():
         state = fold(history.customer_id, history.events, policy, as_of=as_of)
-        rows.append(
-            RebuiltRow(
-                history.customer_id,
-                snapshot(state),
-                history.version,
-                positions[history.customer],
-                next_deadline(state),
-            )
+        yield RebuiltRow(
+            history.customer_id,
+            snapshot(state),
+            history.version,
+            positions[history.customer],
+            next_deadline(state),
         )
-        if len(rows) >= batch:
-            read_models.upsert(rows)
-            done += len(rows)
-            rows.clear()
-            on_progress(done)
-    if rows:
-        read_models.upsert(rows)
-        done += len(rows)
-    on_progress(done)
-    return done
