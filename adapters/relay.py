@@ -87,10 +87,14 @@ class Relay:
         events_incarnation: str = "",
         dlq_incarnation: str = "",
         needed_from: Callable[[], int | None] | None = None,
+        reannounce: Callable[[KafkaProducer], object] | None = None,
     ) -> None:
         """``needed_from`` returns the lowest notification id some projector still
         needs (None: none): where a new `customer-events` incarnation starts. Without
-        it, a new incarnation starts at the beginning of the log."""
+        it, a new incarnation starts at the beginning of the log. ``reannounce``
+        (`adapters.reannounce.Reannouncer.run`) runs once the relay leads, before it
+        publishes anything: after a broker wipe it re-publishes what the lost change
+        topics may have carried."""
         self._store = store
         self._producer = producer
         self._events_topic = events_topic
@@ -102,6 +106,7 @@ class Relay:
         self.events_position_name = position_name(EVENTS_POSITION, events_incarnation)
         self.dlq_position_name = position_name(DLQ_POSITION, dlq_incarnation)
         self._needed_from = needed_from
+        self._reannounce = reannounce
         self._events_at: int | None = None
         """The events position, cached: this relay is its only writer while it leads."""
         schema = store.datastore.schema
@@ -234,6 +239,8 @@ class Relay:
         """Publish until stopped; woken by NOTIFY, polling as the fallback."""
         with self.leadership() as conn:
             self._events_at = None  # re-read: another relay may have led meanwhile
+            if self._reannounce is not None:
+                self._reannounce(self._producer)
             while not stop.is_set():
                 published = self.publish_events() + self.publish_dead_letters()
                 if published == 0:

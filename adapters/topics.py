@@ -76,6 +76,18 @@ class TopicNames:
     def lifecycle_changes(self) -> str:
         return f"{self.prefix}lifecycle-changes"
 
+    def change_topic(self, kind: str) -> str:
+        """Where a change of this kind (`projections.Change.kind`) is published."""
+        return {
+            "tier": self.tier_changes,
+            "lifecycle": self.lifecycle_changes,
+            "alert": self.churn_alerts,
+        }[kind]
+
+    def changes(self) -> tuple[str, ...]:
+        """The change topics, whose messages are re-announced after a reset (ADR 14)."""
+        return (self.churn_alerts, self.tier_changes, self.lifecycle_changes)
+
     def all(self) -> tuple[str, ...]:
         return (
             self.interactions,
