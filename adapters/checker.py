@@ -43,6 +43,7 @@ READ_MODEL_KINDS: Final = (
     "read_model_ahead",
     "differs",
     "overdue_timer",
+    "evaluated_in_future",
 )
 KEY_KINDS: Final = ("key_without_event", "event_without_key", "key_event_mismatch")
 TOPIC_KINDS: Final = (
@@ -165,6 +166,10 @@ def _read_model_findings(found: Audit, checks: dict[str, Finding], now: datetime
                 "next_deadline": deadline.isoformat(),
                 "overdue_seconds": round((now - deadline).total_seconds(), 3),
             }
+        )
+    for customer_id, evaluated_at in found.future:
+        checks["evaluated_in_future"].add(
+            {"customer_id": customer_id, "evaluated_at": evaluated_at.isoformat()}
         )
     seen: set[str] = set()
     for d in found.differences:

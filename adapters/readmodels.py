@@ -421,6 +421,9 @@ class Audit:
     """``(customer_id, applied, stored)`` of read models past it (a store that lost events)."""
     overdue: list[tuple[str, datetime]] = field(default_factory=list)
     """``(customer_id, next deadline)`` of read models a timer should have advanced."""
+    future: list[tuple[str, datetime]] = field(default_factory=list)
+    """``(customer_id, evaluated_at)`` of read models evaluated after ``now``: they hold
+    the projector's writes off (the write rule keeps the later evaluation)."""
     differences: list[Difference] = field(default_factory=list)
 
     @property
@@ -444,9 +447,10 @@ def audit(
     A stored customer needs a read model at its latest version (else *missing* or
     *stale*); a read model needs a stored customer (else *extra*) and a version it can
     have (else *ahead*); its next deadline must not be more than ``grace`` before
-    ``now`` (else *overdue*: no timer advanced it, so it no longer says what holds now;
-    unchecked without ``now``); and its values must equal a fresh fold of the events it
-    applied, evaluated at its own ``evaluated_at`` (else a `Difference`).
+    ``now``, nor its evaluation be more than ``grace`` after it (else *overdue*: no
+    timer advanced it, so it no longer says what holds now; or *future*; both unchecked
+    without ``now``); and its values must equal a fresh fold of the events it applied,
+    evaluated at its own ``evaluated_at`` (else a `Difference`).
     """
     result = Audit()
     rows = read_models.stamps()
@@ -461,8 +465,11 @@ def audit(
             result.stale.append((row.customer_id, row.applied_version, history.version))
         elif row.applied_version > history.version:
             result.ahead.append((row.customer_id, row.applied_version, history.version))
-        if now is not None and row.next_deadline is not None and row.next_deadline < now - grace:
-            result.overdue.append((row.customer_id, row.next_deadline))
+        if now is not None:
+            if row.next_deadline is not None and row.next_deadline < now - grace:
+                result.overdue.append((row.customer_id, row.next_deadline))
+            if row.evaluated_at is not None and row.evaluated_at > now + grace:
+                result.future.append((row.customer_id, row.evaluated_at))
         applied = [e for e in history.events if e.version <= row.applied_version]
         result.differences.extend(_compare(row, applied, policy))
     result.extra.extend((row.customer_id, row.applied_version) for row in rows.values())

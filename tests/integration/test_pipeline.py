@@ -23,7 +23,7 @@ import pytest
 from adapters.checker import Broker, verify
 from adapters.crypto import MasterKey
 from adapters.ingest import position_name
-from adapters.readmodels import ReadModel, ReadModelStore
+from adapters.readmodels import ReadModel, ReadModelStore, audit
 from adapters.readside import ProjectionReader
 from adapters.relay import DLQ_POSITION
 from adapters.relay import position_name as relay_position
@@ -34,6 +34,7 @@ from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
 from infra.serve import Pipeline, Tuning, run_roles
+from projections import Policy
 from tests.conftest import TEST_MASTER_KEY, StoreFactory, settings_for
 from tests.integration.test_ingest_relay import read_all
 
@@ -90,6 +91,16 @@ def last_dead_letter_id(url: str) -> int | None:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT max(id) FROM dead_letters").fetchone()
     return None if row is None else row[0]
+
+
+def assert_live_equals_replay(
+    read_models: ReadModelStore, store: CustomerStore, policy: Policy
+) -> None:
+    """RELIABILITY G6 and G14: every stored customer has one read model, at its latest
+    version, equal to a fresh replay, and there is no other row."""
+    found = audit(read_models, store, policy)
+    assert (found.missing, found.extra, found.stale, found.ahead) == ([], [], [], [])
+    assert found.differences == []
 
 
 def conflicting(item: dict[str, Any]) -> dict[str, Any]:

@@ -4,18 +4,23 @@ rows that exist, against a real PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from adapters.checker import verify
+from adapters.readmodels import ReadModelStore, rebuild
+from tests.conftest import StoreFactory
 from tests.integration.test_cli import SAMPLE, run
+from tests.integration.test_readmodels import POLICY, _record_history
 
 pytestmark = pytest.mark.integration
 
 
-def verify(url: str, *args: str) -> tuple[int, dict[str, Any]]:
+def verify_cli(url: str, *args: str) -> tuple[int, dict[str, Any]]:
     result = run(url, "verify", "--json", *args, check=False)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -32,13 +37,13 @@ def test_verify_fails_on_missing_and_stale_read_models_not_only_on_unequal_ones(
     url = fresh_database_url
     run(url, "import", str(SAMPLE), "--rejects", str(tmp_path / "rejects.jsonl"))
 
-    code, report = verify(url)
+    code, report = verify_cli(url)
     assert code == 1, "no read models at all: every stored customer lacks one"
     assert counts(report) == {"missing_read_model": 300}
     assert report["read_models"] == 0
 
     run(url, "rebuild")
-    code, report = verify(url)
+    code, report = verify_cli(url)
     assert (code, counts(report)) == (0, {}), report
     assert report["ok"] is True
     assert report["customers"] == report["read_models"] == 300
@@ -60,7 +65,7 @@ def test_verify_fails_on_missing_and_stale_read_models_not_only_on_unequal_ones(
         ).fetchone()
     assert stale is not None
 
-    code, report = verify(url)
+    code, report = verify_cli(url)
     assert code == 1
     assert report["ok"] is False
     found = counts(report)
@@ -98,7 +103,7 @@ def test_verify_fails_on_an_extra_read_model_and_on_keys_that_disagree_with_even
             "(SELECT source, event_id FROM interaction_keys ORDER BY source, event_id LIMIT 1)"
         )
 
-    code, report = verify(url)
+    code, report = verify_cli(url)
     assert code == 1
     assert counts(report) == {
         "extra_read_model": 1,
@@ -108,3 +113,24 @@ def test_verify_fails_on_an_extra_read_model_and_on_keys_that_disagree_with_even
     assert report["checks"]["extra_read_model"]["examples"] == [
         {"customer_id": "nobody-in-the-store", "applied_version": 3}
     ]
+
+
+def test_read_models_left_evaluated_in_the_past_or_the_future_fail_verify(
+    fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """What a rebuild as of another instant leaves: rows that no longer say what holds
+    now (a deadline passed that no timer applied), or that hold the projector off."""
+    store = make_store(fresh_database_url)
+    for n in range(5):
+        _record_history(store, f"v-{n}", ops=False)
+    read_models = ReadModelStore(store)
+    as_of = datetime(2025, 6, 1, tzinfo=UTC)
+    rebuild(read_models, store, POLICY, as_of=as_of)
+
+    def found(now: datetime) -> dict[str, int]:
+        report = verify(store, read_models, POLICY, now=now, broker=None)
+        return {kind: c.count for kind, c in report.checks.items() if c.count}
+
+    assert found(as_of) == {}
+    assert found(as_of + timedelta(days=365)) == {"overdue_timer": 5}
+    assert found(as_of - timedelta(days=1)) == {"evaluated_in_future": 5}
