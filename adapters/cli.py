@@ -30,9 +30,11 @@ from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.topics import TopicNames
+from domain.alerts import AlertAction
 from domain.customer import InvalidAlertActionError
 from domain.interactions import interaction_json_schema
 from projections import ReplayStep, Snapshot
+from projections.vocabulary import TIERS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -482,7 +484,9 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
             return
         _print_alerts([v.to_dict() for v in views[:limit]], total=len(views))
 
-    def act(action: str, customer_id: str, by: str, reason: str, until: datetime | None) -> None:
+    def act(
+        action: AlertAction, customer_id: str, by: str, reason: str, until: datetime | None
+    ) -> None:
         with open_runtime() as runtime:
             with _known_customer(err, customer_id):
                 view = runtime.reader.customer(customer_id, as_of=runtime.clock())
@@ -735,9 +739,7 @@ def _print_distribution(views: list[dict[str, Any]], as_of: datetime) -> None:
     table.add_column("customers", justify="right")
     table.add_column("lifecycle stage")
     table.add_column("customers", justify="right")
-    tier_rows = [
-        (t, tiers[t]) for t in ("platinum", "gold", "silver", "bronze", "none") if tiers[t]
-    ]
+    tier_rows = [(t, tiers[t]) for t in TIERS if tiers[t]]
     stage_rows = sorted(stages.items(), key=lambda item: -item[1])
     for n in range(max(len(tier_rows), len(stage_rows))):
         tier = tier_rows[n] if n < len(tier_rows) else ("", "")

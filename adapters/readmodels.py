@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 from psycopg.sql import SQL, Composed, Identifier
@@ -24,12 +24,12 @@ from projections import (
     CustomerState,
     InputEvent,
     Policy,
-    Snapshot,
     fold,
     initial_state,
     next_deadline,
     snapshot,
 )
+from projections.ports import ReadModelRow, ReadModelSink, StateLoader
 
 READ_MODELS_TABLE: Final = "read_models"
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
@@ -73,22 +73,6 @@ _SHADOW: Final = "read_models_rebuild"
 """The temporary table a rebuild fills before it swaps (`ReadModelStore.replace`)."""
 
 
-class ProjectedRow(Protocol):
-    """What `upsert` needs of a row: the shape of `streams.projector.ReadModelRow`,
-    restated here because adapters may not import streams."""
-
-    @property
-    def customer_id(self) -> str: ...
-    @property
-    def snapshot(self) -> Snapshot: ...
-    @property
-    def applied_version(self) -> int: ...
-    @property
-    def applied_position(self) -> int: ...
-    @property
-    def next_deadline(self) -> datetime | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ReadModel:
     """One stored read model: the snapshot as of ``evaluated_at``, including the
@@ -113,11 +97,9 @@ class ReadModel:
     updated_at: datetime
 
 
-class ReadModelStore:
-    """The `read_models` table (migration v2), on the store's connection pool.
-
-    Implements the projector's `ReadModelSink` (structurally).
-    """
+class ReadModelStore(ReadModelSink):
+    """The `read_models` table (migration v2), on the store's connection pool: the
+    projector's `ReadModelSink`."""
 
     def __init__(self, store: CustomerStore, *, page_size: int = 1000) -> None:
         self._datastore = store.datastore
@@ -179,7 +161,7 @@ class ReadModelStore:
             "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
         ).format(table)
 
-    def upsert(self, rows: Sequence[ProjectedRow]) -> int:
+    def upsert(self, rows: Sequence[ReadModelRow]) -> int:
         """Write a batch in one statement; returns how many rows changed.
 
         Rows are sorted by customer id so two concurrent writers (a worker and its
@@ -187,7 +169,7 @@ class ReadModelStore:
         customer twice, only its newest row is kept (one statement may not update a
         row twice).
         """
-        newest: dict[str, ProjectedRow] = {}
+        newest: dict[str, ReadModelRow] = {}
         for row in rows:
             known = newest.get(row.customer_id)
             if known is None or _rank(row) > _rank(known):
@@ -201,7 +183,7 @@ class ReadModelStore:
 
     def replace(
         self,
-        rows: Iterable[ProjectedRow],
+        rows: Iterable[ReadModelRow],
         *,
         batch: int = 1000,
         on_progress: Callable[[int], None] = lambda done: None,
@@ -216,7 +198,7 @@ class ReadModelStore:
         is further along by the write rule of `upsert` (the projector's work meanwhile),
         and replaces the live rows with the shadow's. A reader sees all old rows or all
         new ones; a projector write waiting on the lock lands after the swap, in the
-        new rows, by the same rule. docs/adr/0013 has the reasons.
+        new rows, by the same rule. docs/adr/0014 has the reasons.
         """
         with self._datastore.get_connection() as conn:
             started = conn.execute("SELECT now() AS t").fetchone()
@@ -291,9 +273,9 @@ class ReadModelStore:
         return [(r["customer_id"], r["applied_version"], r["applied_position"]) for r in rows]
 
 
-class StoreStateLoader:
+class StoreStateLoader(StateLoader):
     """Rebuilds a customer's state from its stored events: the projector's
-    `StateLoader` (structurally), used when its in-memory state is stale or missing."""
+    `StateLoader`, used when its in-memory state is stale or missing."""
 
     def __init__(self, store: CustomerStore, policy: Policy) -> None:
         self._reader = ProjectionReader(store, policy)
@@ -313,12 +295,12 @@ class StoreStateLoader:
         return fold(customer_id, events, policy, as_of=as_of)
 
 
-def _rank(row: ProjectedRow) -> tuple[int, datetime]:
+def _rank(row: ReadModelRow) -> tuple[int, datetime]:
     """The order `upsert` keeps rows in, as its SQL rule does (NULL: earliest)."""
     return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
 
 
-def _arrays(rows: Sequence[ProjectedRow]) -> tuple[list[Any], ...]:
+def _arrays(rows: Sequence[ReadModelRow]) -> tuple[list[Any], ...]:
     """One array per column of `_COLUMNS`: the parameters of `_UNNEST_ARGS`."""
     snapshots = [row.snapshot for row in rows]
     return (
@@ -338,8 +320,8 @@ def _arrays(rows: Sequence[ProjectedRow]) -> tuple[list[Any], ...]:
     )
 
 
-def _chunks(rows: Iterable[ProjectedRow], size: int) -> Iterator[list[ProjectedRow]]:
-    chunk: list[ProjectedRow] = []
+def _chunks(rows: Iterable[ReadModelRow], size: int) -> Iterator[list[ReadModelRow]]:
+    chunk: list[ReadModelRow] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) >= size:
@@ -495,17 +477,6 @@ def _compare(row: Stamp, events: Sequence[InputEvent], policy: Policy) -> Iterat
             yield Difference(row.customer_id, name, live, replayed)
 
 
-@dataclass(frozen=True, slots=True)
-class RebuiltRow:
-    """A read model recomputed from the store (the shape `ReadModelStore.upsert` takes)."""
-
-    customer_id: str
-    snapshot: Snapshot
-    applied_version: int
-    applied_position: int
-    next_deadline: datetime | None
-
-
 def rebuild(
     read_models: ReadModelStore,
     store: CustomerStore,
@@ -524,12 +495,14 @@ def rebuild(
     )
 
 
-def rebuilt_rows(store: CustomerStore, policy: Policy, *, as_of: datetime) -> Iterator[RebuiltRow]:
+def rebuilt_rows(
+    store: CustomerStore, policy: Policy, *, as_of: datetime
+) -> Iterator[ReadModelRow]:
     """Every customer's read model folded from its stored events, as of ``as_of``."""
     positions = store.last_positions()
     for history in ProjectionReader(store, policy).histories():
         state = fold(history.customer_id, history.events, policy, as_of=as_of)
-        yield RebuiltRow(
+        yield ReadModelRow(
             history.customer_id,
             snapshot(state),
             history.version,

@@ -14,6 +14,7 @@ from eventsourcing.utils import get_topic
 from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import Customer
 from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, replay, snapshot
+from projections.vocabulary import ops_kind
 
 CREATED = get_topic(Customer.Created)
 RECORDED = get_topic(Customer.InteractionRecorded)
@@ -47,7 +48,7 @@ def input_event(version: int, topic: str, state: dict[str, Any]) -> InputEvent |
         return InputEvent(
             event_id=f"ops/v{version}",
             version=version,
-            kind=f"alert_{state['action']}",
+            kind=ops_kind(state["action"]),
             occurred_at=state["occurred_at"],
             facts=facts,
         )

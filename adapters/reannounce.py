@@ -1,4 +1,4 @@
-"""Re-announcing change messages a wiped broker lost (ADR 14).
+"""Re-announcing change messages a wiped broker lost (ADR 15).
 
 Change messages (`tier-changes`, `lifecycle-changes`, `churn-alerts`) are published
 once, by the projector, when a transition happens. When the broker loses its data, what

@@ -38,6 +38,7 @@ from psycopg.sql import SQL, Identifier
 from adapters.readside import customer_id_of, input_event
 from adapters.recorder import DEAD_LETTERS_TABLE, EVENTS_TABLE
 from adapters.store import CustomerStore
+from projections.messages import encode_customer_event
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,13 @@ class Relay:
             customer_id = self._customer_ids[originator]
             event = input_event(notification.originator_version, notification.topic, state)
             value = orjson.dumps(
-                {
-                    "position": notification.id,
-                    "customer_id": customer_id,
-                    "version": notification.originator_version,
-                    "type": notification.topic.rsplit(".", 1)[-1],
-                    "event": None if event is None else event.to_dict(),
-                }
+                encode_customer_event(
+                    position=notification.id,
+                    customer_id=customer_id,
+                    version=notification.originator_version,
+                    stored_type=notification.topic.rsplit(".", 1)[-1],
+                    event=event,
+                )
             )
             self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
         self._producer.flush()

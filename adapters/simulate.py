@@ -209,6 +209,25 @@ class _Customer:
             order_id=f"o-{self.customer_id}-{self.seq + 1}",
         )
 
+    def experience(self, at: datetime) -> None:
+        """The support and survey traffic of an ordinary purchase: now and then a
+        ticket, a complaint, or a survey answer from the whole NPS range (about a fifth
+        of answers are detractors in published retail benchmarks)."""
+        rng = self.rng
+        if rng.random() < 0.03:
+            ticket = f"t-{self.customer_id}-{self.seq + 1}"
+            opened = at + _days(rng.uniform(0, 20))
+            self.emit("support_ticket_opened", opened, ticket_id=ticket, priority="normal")
+            if rng.random() < 0.85:
+                self.emit("support_ticket_resolved", opened + _days(rng.uniform(0.2, 8)),
+                          ticket_id=ticket)  # fmt: skip
+        if rng.random() < 0.015:
+            self.emit("complaint", at + _days(rng.uniform(0, 20)),
+                      severity=rng.choice(["high", "low", "low"]))  # fmt: skip
+        if rng.random() < 0.06:
+            score = rng.choice([0, 2, 4, 5, 6, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10])
+            self.emit("survey_response", at + _days(rng.uniform(1, 10)), score=score)
+
     def engagement(self, at: datetime) -> None:
         kind = self.rng.choice(["login", "visit", "email_opened", "email_clicked"])
         fields: dict[str, Any] = {
@@ -286,6 +305,21 @@ def _simulate_one(  # noqa: PLR0912, PLR0915 - one readable script per persona
         cancel_at = moment + _days(rng.uniform(1, 10))
         if cancel_at < end:
             c.emit("subscription_cancelled", cancel_at, subscription_id=sub, reason="too_expensive")
+        # A cancellation is a strong signal, not a verdict: about a third come back
+        # (a new plan or a purchase a few weeks later), as win-back reports show.
+        if rng.random() < 0.35:
+            back = cancel_at + _days(rng.uniform(14, 120))
+            if back < end:
+                c.emit(
+                    "subscription_started",
+                    back,
+                    subscription_id=f"{sub}-2",
+                    plan="basic",
+                    amount=_amount(rng, c.currency, 10, 25),
+                    currency=c.currency,
+                )
+                c.purchase(back + _days(rng.uniform(0, 5)), 0.5)
+                return c.out, Fate(c.customer_id, persona, churned=False, churned_at=None)
         return c.out, Fate(c.customer_id, persona, churned=True, churned_at=churned_at)
 
     cadence = {
@@ -323,16 +357,24 @@ def _simulate_one(  # noqa: PLR0912, PLR0915 - one readable script per persona
                 amount=_amount(rng, c.currency, 5, 30),
                 currency=c.currency,
             )
-        if rng.random() < 0.05:
-            c.emit("survey_response", moment + _days(1), score=rng.choice([8, 9, 10, 7]))
+        c.experience(moment)
         if persona == "declining":
             gap *= 1.15
             scale *= 0.93
     if persona == "complaint_churner" and stop < end:
+        # A bad experience before leaving, at lead times that vary from customer to
+        # customer, and not every signal every time: a score must not learn a fixed
+        # countdown. Satisfied customers complain and answer as detractors too
+        # (`experience`), so these signals raise the odds without giving the label away.
         ticket = f"t-{c.customer_id}"
-        c.emit("support_ticket_opened", stop - _days(12), ticket_id=ticket, priority="high")
-        c.emit("complaint", stop - _days(6), ticket_id=ticket, severity="high")
-        c.emit("survey_response", stop - _days(2), score=rng.randrange(0, 4))
+        if rng.random() < 0.8:
+            c.emit("support_ticket_opened", stop - _days(rng.uniform(3, 60)), ticket_id=ticket,
+                   priority=rng.choice(["high", "normal"]))  # fmt: skip
+        if rng.random() < 0.7:
+            c.emit("complaint", stop - _days(rng.uniform(0, 45)), ticket_id=ticket,
+                   severity=rng.choice(["high", "low"]))  # fmt: skip
+        if rng.random() < 0.6:
+            c.emit("survey_response", stop - _days(rng.uniform(0, 40)), score=rng.randrange(0, 7))
     churned = persona in {"declining", "complaint_churner"}
     return c.out, Fate(
         c.customer_id, persona, churned=churned, churned_at=churned_at if churned else None

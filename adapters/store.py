@@ -43,6 +43,7 @@ from adapters.recorder import (
     DeadLetter,
     KeyRow,
 )
+from domain.alerts import AlertAction
 from domain.customer import Customer, customer_uuid, interaction_fields
 from domain.errors import Code, InvalidInteraction, Rejection
 from domain.interactions import Interaction, parse_interaction
@@ -423,7 +424,7 @@ class CustomerStore(Application[UUID]):
         self,
         customer_id: str,
         *,
-        action: str,
+        action: AlertAction,
         alert_id: str,
         by: str,
         reason: str,

@@ -85,7 +85,7 @@ class TopicNames:
         }[kind]
 
     def changes(self) -> tuple[str, ...]:
-        """The change topics, whose messages are re-announced after a reset (ADR 14)."""
+        """The change topics, whose messages are re-announced after a reset (ADR 15)."""
         return (self.churn_alerts, self.tier_changes, self.lifecycle_changes)
 
     def all(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Projections benchmark: fold throughput, replay latency, export rate, churn quality.
+"""Projections benchmark: fold throughput, message codec, replay, export, churn quality.
 
     make bench     (or: python -m bench.projections)
 
@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,8 @@ from bench.common import settings as settings_for
 from domain.interactions import parse_interaction
 from infra.bootstrap import build_store, default_policy_text
 from projections import InputEvent, fold, load_policy, snapshot
+from projections.messages import encode_customer_event
+from streams.projector import parse_customer_event
 from tests.unit.quality.simulate import auc
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -156,6 +159,50 @@ def churn_quality() -> list[tuple[str, float, float, int]]:
     return results
 
 
+def message_rates() -> list[tuple[str, float, float, int]]:
+    """(what, messages/s, ceiling, count) of the `customer-events` message: encoding as the
+    relay does (`encode_customer_event` + orjson) and decoding as the projector does
+    (`parse_customer_event`), against bare ``orjson.dumps`` / ``orjson.loads`` of the same
+    messages. CPU time, best of 5."""
+    customers = as_inputs(simulate(customers=FOLD_CUSTOMERS, seed=3, end=END).interactions)
+    rows = [(c, e.version, e) for c, events in customers.items() for e in events]
+
+    def encode() -> list[bytes]:
+        return [
+            orjson.dumps(
+                encode_customer_event(
+                    position=n,
+                    customer_id=c,
+                    version=v,
+                    stored_type="InteractionRecorded",
+                    event=e,
+                )
+            )
+            for n, (c, v, e) in enumerate(rows, 1)
+        ]
+
+    messages = encode()
+    values = [orjson.loads(m) for m in messages]
+
+    def best(run: Callable[[], object]) -> float:
+        times = []
+        for _ in range(5):
+            started = time.process_time()
+            run()
+            times.append(time.process_time() - started)
+        return len(rows) / min(times)
+
+    return [
+        ("encode", best(encode), best(lambda: [orjson.dumps(v) for v in values]), len(rows)),
+        (
+            "decode",
+            best(lambda: [parse_customer_event(m) for m in messages]),
+            best(lambda: [orjson.loads(m) for m in messages]),
+            len(rows),
+        ),
+    ]
+
+
 def main() -> None:
     print(f"# eventcrm projections benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     rate, ceiling, count = fold_rate()
@@ -167,6 +214,15 @@ def main() -> None:
         ceiling=ceiling,
         target="target >= 100,000/s",
     )
+    for what, rate, ceiling, count in message_rates():
+        line(
+            "message",
+            f"customer-events {what}, {count:,} messages",
+            rate,
+            "messages/s",
+            ceiling=ceiling,
+            target="(ceiling: bare orjson)",
+        )
     for label, score_auc, days_auc, n in churn_quality():
         print(
             f"quality   churn ROC-AUC ({label}, {n:,} customers): score {score_auc:.4f} "

@@ -10,6 +10,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.alerts import ALERT_ACTIONS, AlertAction
 from domain.interactions import Interaction
 
 CUSTOMER_NAMESPACE = UUID("6f0e5b8e-52a4-4d2c-9a51-4d0c1b8a7e21")
@@ -77,7 +78,7 @@ class Customer(Aggregate):
     def act_on_alert(
         self,
         *,
-        action: str,
+        action: AlertAction,
         alert_id: str,
         by: str,
         reason: str,
@@ -142,9 +143,6 @@ def interaction_fields(interaction: Interaction, digest: str) -> dict[str, Any]:
         "personal": None if interaction.personal is None else dict(interaction.personal),
         "digest": digest,
     }
-
-
-ALERT_ACTIONS = frozenset({"acknowledged", "snoozed", "resolved"})
 
 
 class InvalidAlertActionError(ValueError):

@@ -142,7 +142,7 @@ def _v3(role: str) -> list[sql.Composed | sql.SQL]:
 
 def _v4(role: str) -> list[sql.Composed | sql.SQL]:
     """Topic incarnations (ADR 11) as they are first seen, and whether the change
-    messages a lost predecessor may have carried were re-announced on them (ADR 14)."""
+    messages a lost predecessor may have carried were re-announced on them (ADR 15)."""
     table = sql.Identifier("topic_incarnations")  # adapters.reannounce.INCARNATIONS_TABLE
     return [
         sql.SQL(

@@ -45,8 +45,9 @@ from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_o
 from infra.bootstrap import build_store, configure_logging, load_configured_policy
 from infra.kafka import consumer, producer
 from infra.settings import Settings
+from projections.ports import ChangePublisher
 from streams.app import Record, build_app
-from streams.projector import ChangePublisher, Projector
+from streams.projector import Projector
 
 log = logging.getLogger(__name__)
 

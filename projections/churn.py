@@ -1,127 +1,181 @@
-"""The churn score: named signals in exact integer arithmetic, and when it will cross a level.
+"""The churn score: a probability of churn from named signals, in exact integer arithmetic.
 
-Points are computed in hundredths ("centi-points") with integer math only, so the score
-is the same on every machine and the instant at which inactivity alone will push it
-over a threshold can be solved exactly (no search, no floating point): that instant is
-a deadline, and live timers and replays must agree on it to the microsecond.
+The score is 100 times the probability that the customer makes no purchase or renewal
+within the policy's horizon, rounded. It comes from a logistic model whose weights a
+calibration fits on the store's own history (``eventcrm calibrate``): the log-odds are an
+intercept plus one piecewise-linear curve per signal (:mod:`projections.signals`). Here
+the model is only *evaluated*, in integers (log-odds in millionths, the probability cut
+points precomputed per policy), so the score is the same on every machine.
+
+Only the time signals (recency and recency relative to the customer's own cadence) grow
+between deadlines, and their curves never fall; every other signal is constant until an
+event or a deadline. So between deadlines the score only rises, and the first instant it
+reaches a level is well defined to the microsecond (:func:`crossing`): that instant is a
+deadline, and live timers and replays agree on it.
+
+Each signal's contribution is a reason. Contributions are log-odds; the reasons state them
+as score points by sharing the difference between the score and the typical customer's
+score in proportion to them, so the points of the reasons (the typical customer's score
+included) add up to the score, and a signal that raises the risk never shows as lowering it.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Final
 
 from projections.model import Reason, from_micros
-from projections.policy import DAY_US, MONEY_CONTEXT, SCALE, ChurnPolicy, Policy
+from projections.policy import MONEY_CONTEXT, SCORE_STEPS, ChurnPolicy, Curve, Policy
+from projections.signals import DAY_US, SCALE, SIGNALS, UNIT_SCALE, ChurnInputs
+from projections.state import CustomerState
+from projections.vocabulary import ChurnLevel
 
-if TYPE_CHECKING:
-    from projections.engine import CustomerState
-
-LEVELS: Final = ("none", "watch", "warning", "critical")
+assert SCORE_STEPS == 10  # as_points writes steps as tenths
 _HUNDREDTH: Final = Decimal("0.01")
+_MILLIONTH: Final = Decimal("0.000001")
 
 
 def expected_interval(state: CustomerState) -> tuple[int, int]:
-    """The customer's expected purchase interval as an exact fraction ``(num_us, den)``.
-
-    The mean of their own intervals, blended with the population prior worth
-    ``prior_weight`` intervals, so one or two purchases do not define a cadence.
-    Cached in the state (``interval``): it changes only with a purchase, see
-    :func:`cadence_of`.
-    """
+    """The customer's expected purchase interval as an exact fraction ``(num_us, den)``
+    (cached in the state, see :func:`projections.cadence.cadence_of`)."""
     return state.interval
 
 
-def cadence_of(policy: Policy, purchase_count: int, span_us: int) -> tuple[int, int]:
-    """:func:`expected_interval` from its inputs (``span_us``: first to last purchase)."""
-    cadence = policy.cadence
-    return (
-        cadence.prior_weight * cadence.prior_interval_us + (span_us if purchase_count >= 2 else 0),
-        cadence.prior_weight + max(purchase_count - 1, 0),
+# --- the signals ---------------------------------------------------------------------
+
+
+def scored(state: CustomerState) -> bool:
+    """Only customers who bought or subscribed can churn; prospects score 0."""
+    return state.last_commerce_us is not None
+
+
+def inputs_at(state: CustomerState, t: int) -> ChurnInputs | None:
+    """Every signal's raw value at ``t`` (None for a customer not scored)."""
+    last = state.last_commerce_us
+    if last is None:
+        return None
+    churn = state.policy.churn
+    recency, relative = _elapsed(state, t)
+    survey = state.survey
+    return ChurnInputs(
+        recency=recency,
+        relative_recency=relative,
+        frequency=state.purchase_days,
+        monetary=_cents(state.win_revenue),
+        tenure=last - (state.first_commerce_us or last),
+        cadence=state.interval[0] // state.interval[1],
+        spend_trend=spend_drop(state, churn),
+        complaints=state.complaint_units,
+        tickets_past_sla=bisect_right(state.ticket_dues, t),
+        nps_detractor=int(survey is not None and survey[1] <= churn.nps_detractor_max),
+        payment_failures=len(state.payments),
+        cancellation=int(state.cancel_until is not None),
+        subscription=int(bool(state.subs)),
     )
 
 
-def inactivity_centi(state: CustomerState, t: int) -> int:
-    """Points for time since the last purchase.
-
-    Two monotone parts: time measured in the customer's own expected intervals (the
-    point of the signal: 30 days is nothing for a quarterly buyer and a lot for a
-    weekly one) plus a smaller part in absolute days, because with the same relative
-    gap a slow buyer has had fewer chances to show they are still there.
-    """
-    if state.purchase_count == 0 or state.subs:
-        return 0
-    elapsed = t - state.last_purchase_us
-    if elapsed <= 0:
-        return 0
-    churn = state.policy.churn
+def _elapsed(state: CustomerState, t: int) -> tuple[int, int]:
+    """(microseconds, fixed-point intervals) since the last purchase or renewal; both 0
+    while a subscription runs (its renewals are the customer's cadence then)."""
+    last = state.last_commerce_us
+    if last is None or state.subs or t <= last:
+        return 0, 0
+    elapsed = t - last
     num, den = state.interval
-    x = elapsed * den * SCALE // num - churn.inactivity_start
-    relative = churn.inactivity_weight * 100 * x // (x + churn.inactivity_half) if x > 0 else 0
-    return relative + churn.recency_weight * 100 * elapsed // (elapsed + churn.recency_half_us)
+    return elapsed, elapsed * den * SCALE // num
 
 
-def other_centi(state: CustomerState, t: int) -> int:
-    """Points of every signal but inactivity: constant between deadlines.
-
-    All but the tickets past SLA (counted at ``t``) are cached in the state
-    (``other_base``) until an event or a window edge moves one of them, or the trend
-    cache is reset.
-    """
-    total = state.other_base
-    if total < 0 or state.trend < 0:
-        total = state.other_base = _other_base(state)
-    if state.ticket_dues:
-        breached = bisect_right(state.ticket_dues, t)
-        if breached:
-            churn = state.policy.churn
-            total += min(churn.ticket_max, breached * churn.ticket_weight) * 100
-    return total
+def _cents(amount: Decimal) -> int:
+    if amount <= 0:
+        return 0
+    return int((amount * 100).to_integral_value(rounding=ROUND_FLOOR))
 
 
-def _other_base(state: CustomerState) -> int:
-    churn = state.policy.churn
-    total = trend_centi(state, churn)
-    if state.complaint_units:
-        total += min(churn.complaint_max, state.complaint_units * churn.complaint_weight) * 100
-    survey = state.survey
-    if survey is not None and survey[1] <= churn.nps_detractor_max:
-        total += churn.nps_weight * 100
-    if state.payments:
-        total += min(churn.payment_max, len(state.payments) * churn.payment_weight) * 100
-    if state.cancel_until is not None:
-        total += churn.cancel_weight * 100
-    return total
-
-
-def trend_centi(state: CustomerState, churn: ChurnPolicy) -> int:
-    """Points for a drop in spend; cached in the state until either sum changes."""
+def spend_drop(state: CustomerState, churn: ChurnPolicy) -> int:
+    """Share of the earlier half-year's net spend lost in the latest one (fixed point);
+    0 when the earlier one was below the noise floor. Cached until either sum moves."""
     if state.trend >= 0:
         return state.trend
     prior, recent = state.prior_sum, state.recent_sum
-    points = 0
-    if not (prior <= 0 or prior < churn.trend_min_prior or recent >= prior):
-        drop = MONEY_CONTEXT.divide_int(
-            MONEY_CONTEXT.multiply(Decimal(churn.trend_weight * 100), prior - recent), prior
+    drop = 0
+    if prior > 0 and prior >= churn.trend_min_prior and recent < prior:
+        share = MONEY_CONTEXT.divide(
+            MONEY_CONTEXT.multiply(Decimal(SCALE), prior - max(recent, Decimal(0))), prior
         )
-        points = min(int(drop), churn.trend_weight * 100)
-    state.trend = points
-    return points
+        drop = int(share.to_integral_value(rounding=ROUND_FLOOR))
+    state.trend = drop
+    return drop
 
 
-def breached_tickets(state: CustomerState, t: int) -> int:
-    """Open tickets whose SLA instant is at or before ``t``."""
-    return bisect_right(state.ticket_dues, t)
+# --- the score -----------------------------------------------------------------------
 
 
-def score_of(centi: int) -> int:
-    score = (centi + 50) // 100
-    return 0 if score < 0 else min(score, 100)
+def static_logit(state: CustomerState, t: int) -> int:
+    """Log-odds of every part but the time signals: constant between deadlines.
+
+    All but the tickets past SLA (counted at ``t``) are cached in the state
+    (``static_base``) until an event or a window edge moves one of them.
+    """
+    churn = state.policy.churn
+    base = state.static_base
+    if base is None:
+        base = state.static_base = _static_base(state, churn)
+    return base + churn.tickets.value(bisect_right(state.ticket_dues, t))
 
 
-def level_of(score: int, churn: ChurnPolicy) -> str:
+def _static_base(state: CustomerState, churn: ChurnPolicy) -> int:
+    inputs = inputs_at(state, state.clock or 0)
+    if inputs is None:
+        return 0
+    total = churn.intercept
+    for index, curve in churn.constant:
+        total += curve.value(inputs[index])
+    return total
+
+
+def time_logit(state: CustomerState, t: int) -> int:
+    """Log-odds of the time signals at ``t``: they only grow until the next event."""
+    elapsed, relative = _elapsed(state, t)
+    churn = state.policy.churn
+    return churn.recency.value(elapsed) + churn.relative.value(relative)
+
+
+def score_of(logit: int, churn: ChurnPolicy) -> int:
+    """The probability of churn within the horizon, in score steps (``SCORE_STEPS`` per
+    percentage point), rounded: 0 to 1,000."""
+    return bisect_right(churn.cuts, logit)
+
+
+def as_points(steps: int) -> Decimal:
+    """Score steps as points with one decimal (0.0–100.0): what users read."""
+    return Decimal(steps).scaleb(-1)  # SCORE_STEPS is 10 (asserted below)
+
+
+def score_at(state: CustomerState, t: int) -> int:
+    """The score at ``t`` in steps (0 for a customer who never bought)."""
+    if state.last_commerce_us is None:
+        return 0
+    return score_of(static_logit(state, t) + time_logit(state, t), state.policy.churn)
+
+
+def score_steps(policy: Policy, inputs: ChurnInputs) -> int:
+    """The score (steps) of a customer with these signal values: what the fold computes,
+    from the inputs alone (calibration and backtests score their rows with it)."""
+    churn = policy.churn
+    total = churn.intercept
+    for spec, value in zip(SIGNALS, inputs, strict=True):
+        total += churn.curves[spec.name].value(value)
+    return score_of(total, churn)
+
+
+def churn_score(policy: Policy, inputs: ChurnInputs) -> Decimal:
+    """:func:`score_steps` in points (0.0–100.0)."""
+    return as_points(score_steps(policy, inputs))
+
+
+def level_of(score: int, churn: ChurnPolicy) -> ChurnLevel:
     if score >= churn.critical:
         return "critical"
     if score >= churn.warning:
@@ -132,109 +186,30 @@ def level_of(score: int, churn: ChurnPolicy) -> str:
 
 
 def crossing(state: CustomerState, after: int, until: int, target_score: int) -> int | None:
-    """The first instant in ``(after, until]`` at which the score reaches the target.
+    """The first instant in ``(after, until]`` at which the score reaches the target (steps).
 
-    Only inactivity grows with time and the other signals are constant up to the next
-    deadline (``until`` must not pass it), so the score is monotone there and its first
-    instant at or over the target is well defined, to the microsecond. It is solved
-    exactly in integers (:func:`_first_elapsed`), not searched; a binary search over
-    integer microseconds is the reference and the fallback.
+    Only the time signals move before the next deadline (``until`` must not pass it) and
+    their curves never fall, so the score is monotone there and its first instant at or
+    over the target is well defined, to the microsecond; found by bisection over integer
+    microseconds (at most ~60 evaluations of two curves).
     """
-    need = target_score * 100 - 50 - other_centi(state, after)
-    if state.purchase_count == 0 or state.subs or until <= state.last_purchase_us:
-        if inactivity_centi(state, until) < need:
-            return None
-        return search_crossing(state, after, until, need)
-    relative, absolute = _parts(state, until - state.last_purchase_us)
-    if relative + absolute < need:
+    need = state.policy.churn.cuts[target_score - 1] - static_logit(state, after)
+    if time_logit(state, until) < need:
         return None
-    first = state.last_purchase_us + _first_elapsed(state, need, relative, absolute)
-    if first <= after:
-        return after + 1
-    return first if first <= until else search_crossing(state, after, until, need)
-
-
-def _parts(state: CustomerState, elapsed: int) -> tuple[int, int]:
-    """(relative, absolute) inactivity points after ``elapsed`` > 0 microseconds."""
-    churn = state.policy.churn
-    num, den = state.interval
-    x = elapsed * den * SCALE // num - churn.inactivity_start
-    relative = churn.inactivity_weight * 100 * x // (x + churn.inactivity_half) if x > 0 else 0
-    return relative, churn.recency_weight * 100 * elapsed // (elapsed + churn.recency_half_us)
-
-
-def search_crossing(state: CustomerState, after: int, until: int, need: int) -> int:
-    """Binary search for the first instant in ``(after, until]`` with inactivity points
-    at least ``need``, given that ``until`` has them (the reference for the solution)."""
-    low, high = after, until  # score(low) < target <= score(high)
+    low, high = after, until  # time_logit(low) < need <= time_logit(high), or low = after
+    if time_logit(state, low + 1) >= need:
+        return low + 1
+    low += 1
     while high - low > 1:
         middle = (low + high) // 2
-        if inactivity_centi(state, middle) >= need:
+        if time_logit(state, middle) >= need:
             high = middle
         else:
             low = middle
     return high
 
 
-_NEVER: Final = 1 << 80
-
-
-def _first_elapsed(state: CustomerState, need: int, relative: int, absolute: int) -> int:
-    """The least elapsed time (us, >= 1) whose inactivity points reach ``need``.
-
-    The points are ``R(e) + A(e)``, the relative and absolute parts, both nondecreasing
-    integer step functions of the elapsed time ``e`` whose least preimages have closed
-    forms (``R_from``, ``A_from`` below: solve ``weight * y // (y + half) >= points``
-    for ``y``, then ``y`` for ``e``). The sum reaches ``need`` exactly when, for some
-    split ``r``, ``R(e) >= r`` and ``A(e) >= need - r``; so the answer is
-    ``min over r of max(R_from(r), A_from(need - r))``: an increasing and a decreasing
-    sequence in ``r``, the least ``r`` where the first reaches the second is found by
-    bisection, and the minimum is there or just before it. ``relative`` and ``absolute``
-    are the parts at an elapsed time known to reach ``need``: the split ``R(e)`` at the
-    answer lies between ``need - absolute`` and ``relative``, which bounds the search.
-    """
-    if need <= 0:
-        return 1
-    churn = state.policy.churn
-    r_top, r_half = churn.inactivity_weight * 100, churn.inactivity_half
-    a_top, a_half = churn.recency_weight * 100, churn.recency_half_us
-    start = churn.inactivity_start
-    num, den = state.interval
-    scale = den * SCALE
-
-    def r_from(points: int) -> int:
-        if points <= 0:
-            return 1
-        if points >= r_top:
-            return _NEVER
-        x = -(-points * r_half // (r_top - points))
-        return max(1, -(-(x + start) * num // scale))
-
-    def a_from(points: int) -> int:
-        if points <= 0:
-            return 1
-        if points >= a_top:
-            return _NEVER
-        return max(1, -(-points * a_half // (a_top - points)))
-
-    # The optimal split r0 = R(answer) is in [need - absolute, min(need, relative)]; the
-    # predicate below holds at need (a_from(0) = 1), so high = need is safe.
-    low, high = max(0, need - absolute), need
-    floor = low
-    while low < high:
-        middle = (low + high) // 2
-        if r_from(middle) >= a_from(need - middle):
-            high = middle
-        else:
-            low = middle + 1
-    best = r_from(low)
-    if low > floor:
-        best = min(best, a_from(need - low + 1))
-    return best
-
-
-def _points(centi: int) -> Decimal:
-    return Decimal(centi) / 100
+# --- explanations --------------------------------------------------------------------
 
 
 def _days(micros: int) -> Decimal:
@@ -249,7 +224,25 @@ def _days(micros: int) -> Decimal:
     return Decimal(hundredths).scaleb(-2)
 
 
+def days(micros: int) -> Decimal:
+    """Microseconds as days with two decimals, for explanations."""
+    return _days(micros)
+
+
+def _natural(name: str, raw: int) -> Decimal:
+    unit = next(spec.unit for spec in SIGNALS if spec.name == name)
+    scale = UNIT_SCALE[unit]
+    if unit == "days":
+        return _days(raw)
+    if scale == 1:
+        return Decimal(raw)
+    return (
+        (Decimal(raw) / scale).quantize(_HUNDREDTH if unit == "money" else _MILLIONTH).normalize()
+    )
+
+
 _FIXED: dict[int, tuple[Policy, dict[str, Mapping[str, Any]]]] = {}
+_FIXED_MAX: Final = 16
 
 
 def fixed_thresholds(policy: Policy) -> dict[str, Mapping[str, Any]]:
@@ -261,61 +254,40 @@ def fixed_thresholds(policy: Policy) -> dict[str, Mapping[str, Any]]:
         return known[1]
     churn = policy.churn
     fixed: dict[str, Mapping[str, Any]] = {
-        "inactivity": {
-            "weight": churn.inactivity_weight,
-            "start_intervals": Decimal(churn.inactivity_start) / SCALE,
-            "half_intervals": Decimal(churn.inactivity_half) / SCALE,
-            "prior_interval_days": _days(policy.cadence.prior_interval_us),
-            "prior_weight": policy.cadence.prior_weight,
-            "recency_weight": churn.recency_weight,
-            "recency_half_days": _days(churn.recency_half_us),
-        },
-        "spend_trend": {
-            "weight": churn.trend_weight,
-            "window_days": _days(churn.trend_window_us),
-            "min_prior_revenue": churn.trend_min_prior,
-        },
-        "complaints": {
-            "weight_each": churn.complaint_weight,
-            "max": churn.complaint_max,
-            "window_days": _days(churn.complaint_window_us),
-        },
-        "tickets_past_sla": {
-            "weight_each": churn.ticket_weight,
-            "max": churn.ticket_max,
-            "sla_hours": {k: v // 3_600_000_000 for k, v in churn.ticket_sla_us.items()},
-        },
-        "nps_detractor": {
-            "weight": churn.nps_weight,
-            "detractor_max_score": churn.nps_detractor_max,
-            "window_days": _days(churn.nps_window_us),
-        },
-        "payment_failures": {
-            "weight_each": churn.payment_weight,
-            "max": churn.payment_max,
-            "window_days": _days(churn.payment_window_us),
-        },
-        "tier": {
-            "window_days": _days(policy.tier.window_us),
-            "downgrade_margin": policy.tier.revenue_margin,
-            "purchase_margin": policy.tier.purchase_margin,
-            "grace_days": _days(policy.tier.grace_us),
-        },
-        "lifecycle": {
-            "active_min_purchases": policy.lifecycle.active_min_purchases,
-            "loyal_min_purchases": policy.lifecycle.loyal_min_purchases,
-            "loyal_min_tenure_days": _days(policy.lifecycle.loyal_min_tenure_us),
-        },
-        "alert": {
-            "watch": churn.watch,
-            "warning": churn.warning,
-            "critical": churn.critical,
-            "resolve_below": churn.warning - churn.resolve_margin,
-        },
-        "cancellation": {
-            "weight": churn.cancel_weight,
-            "window_days": _days(churn.cancel_window_us),
-        },
+        name: {
+            "at": list(curve.knots_natural),
+            "logit": [Decimal(v).scaleb(-6) for v in curve.logit],
+            "typical": curve.typical,
+        }
+        for name, curve in churn.curves.items()
+    }
+    fixed["inactivity"] = {
+        "recency": fixed["recency"],
+        "relative_recency": fixed["relative_recency"],
+        "prior_interval_days": _days(policy.cadence.prior_interval_us),
+        "prior_weight": policy.cadence.prior_weight,
+    }
+    fixed["base"] = {
+        "intercept": Decimal(churn.intercept).scaleb(-6),
+        "horizon_days": _days(churn.horizon_us),
+    }
+    fixed["tier"] = {
+        "window_days": _days(policy.tier.window_us),
+        "downgrade_margin": policy.tier.revenue_margin,
+        "purchase_margin": policy.tier.purchase_margin,
+        "grace_days": _days(policy.tier.grace_us),
+    }
+    fixed["lifecycle"] = {
+        "active_min_purchases": policy.lifecycle.active_min_purchases,
+        "loyal_min_purchases": policy.lifecycle.loyal_min_purchases,
+        "loyal_min_tenure_days": _days(policy.lifecycle.loyal_min_tenure_us),
+    }
+    fixed["alert"] = {
+        "watch": as_points(churn.watch),
+        "warning": as_points(churn.warning),
+        "critical": as_points(churn.critical),
+        "resolve_below": as_points(churn.warning - churn.resolve_margin),
+        "horizon_days": _days(churn.horizon_us),
     }
     if len(_FIXED) >= _FIXED_MAX:
         _FIXED.clear()
@@ -323,130 +295,125 @@ def fixed_thresholds(policy: Policy) -> dict[str, Mapping[str, Any]]:
     return fixed
 
 
-_FIXED_MAX: Final = 16
+def _share(points: int, contributions: list[int]) -> list[int]:
+    """Split ``points`` (hundredths) in proportion to ``contributions`` (log-odds), so the
+    parts add up exactly and each part keeps the sign of its contribution."""
+    total = sum(contributions)
+    if not points or not total:
+        return [0] * len(contributions)
+    parts = [points * c // total for c in contributions]
+    rest = points - sum(parts)
+    if rest and contributions:
+        same = [i for i, c in enumerate(contributions) if (c > 0) == (points > 0) and c]
+        pool = same or list(range(len(contributions)))
+        largest = max(pool, key=lambda i: abs(contributions[i]))
+        parts[largest] += rest
+    return parts
 
 
 def signal_reasons(state: CustomerState, t: int) -> tuple[Reason, ...]:
-    """Every signal that contributes, with its inputs, thresholds and points."""
+    """The typical customer's risk, then every signal that moves this customer away from
+    it, with its value, its log-odds and its share of the score in points."""
+    inputs = inputs_at(state, t)
+    if inputs is None:
+        return ()
     policy: Policy = state.policy
     churn = policy.churn
-    version = policy.version
     fixed = fixed_thresholds(policy)
-    reasons: list[Reason] = []
-    centi = inactivity_centi(state, t)
-    if centi:
-        num, den = expected_interval(state)
-        idle, expected = _days(t - state.last_purchase_us), _days(num // den)
-        reasons.append(
-            Reason(
-                rule="churn.inactivity",
-                message=(f"{idle} days since the last purchase, expected interval {expected} days"),
-                policy_version=version,
-                inputs={
-                    "last_purchase_at": from_micros(state.last_purchase_us),
-                    "days_since_last_purchase": idle,
-                    "expected_interval_days": expected,
-                    "purchase_count": state.purchase_count,
-                },
-                thresholds=fixed["inactivity"],
-                event_ids=(state.last_purchase_id,),
-                points=_points(centi),
-            )
+    values = dict(zip(inputs._fields, inputs, strict=True))
+    logits = {name: churn.curves[name].value(raw) for name, raw in values.items()}
+    items: list[tuple[str, int]] = [("inactivity", logits["recency"] + logits["relative_recency"])]
+    items += [(name, logit) for name, logit in logits.items()
+              if name not in ("recency", "relative_recency")]  # fmt: skip
+    items = [(name, logit) for name, logit in items if logit]
+    base = score_of(churn.intercept, churn)
+    score = score_of(churn.intercept + sum(logits.values()), churn)
+    shares = _share((score - base) * (100 // SCORE_STEPS), [logit for _, logit in items])
+    horizon = _days(churn.horizon_us)
+    reasons = [
+        Reason(
+            rule="churn.base",
+            message=f"a typical customer: {as_points(base)}% chance of no purchase or renewal "
+            f"within {horizon:f} days",
+            policy_version=policy.version,
+            inputs={"score": as_points(base)},
+            thresholds=fixed["base"],
+            points=as_points(base),
         )
-    centi = trend_centi(state, churn)
-    if centi:
+    ]
+    for (name, logit), share in zip(items, shares, strict=True):
+        message, inputs_shown, ids = _describe(state, name, values, t)
         reasons.append(
             Reason(
-                rule="churn.spend_trend",
-                message=f"net spend fell from {state.prior_sum} to {state.recent_sum}",
-                policy_version=version,
-                inputs={"recent_net": state.recent_sum, "prior_net": state.prior_sum},
-                thresholds=fixed["spend_trend"],
-                points=_points(centi),
-            )
-        )
-    if state.complaints:
-        centi = min(churn.complaint_max, state.complaint_units * churn.complaint_weight) * 100
-        reasons.append(
-            Reason(
-                rule="churn.complaints",
-                message=f"{len(state.complaints)} complaints in the window",
-                policy_version=version,
-                inputs={"complaints": len(state.complaints), "units": state.complaint_units},
-                thresholds=fixed["complaints"],
-                event_ids=tuple(item[2] for item in state.complaints),
-                points=_points(centi),
-            )
-        )
-    if state.ticket_dues:
-        ticket = _ticket_reason(state, t)
-        if ticket is not None:
-            reasons.append(ticket)
-    if state.survey is not None and state.survey[1] <= churn.nps_detractor_max:
-        reasons.append(
-            Reason(
-                rule="churn.nps_detractor",
-                message=f"latest survey score {state.survey[1]}",
-                policy_version=version,
-                inputs={"score": state.survey[1]},
-                thresholds=fixed["nps_detractor"],
-                event_ids=(state.survey[2],),
-                points=_points(churn.nps_weight * 100),
-            )
-        )
-    if state.payments:
-        centi = min(churn.payment_max, len(state.payments) * churn.payment_weight) * 100
-        reasons.append(
-            Reason(
-                rule="churn.payment_failures",
-                message=f"{len(state.payments)} failed payments in the window",
-                policy_version=version,
-                inputs={"failures": len(state.payments)},
-                thresholds=fixed["payment_failures"],
-                event_ids=tuple(item[1] for item in state.payments),
-                points=_points(centi),
-            )
-        )
-    if state.cancel_until is not None:
-        reasons.append(
-            Reason(
-                rule="churn.cancellation",
-                message="a subscription was cancelled and not restarted",
-                policy_version=version,
-                inputs={},
-                thresholds=fixed["cancellation"],
-                event_ids=(state.cancel_id,),
-                points=_points(churn.cancel_weight * 100),
+                rule=f"churn.{name}",
+                message=message,
+                policy_version=policy.version,
+                inputs={**inputs_shown, "logit": Decimal(logit).scaleb(-6)},
+                thresholds=fixed[name],
+                event_ids=ids,
+                points=Decimal(share).scaleb(-2),
             )
         )
     return tuple(reasons)
 
 
-def _ticket_reason(state: CustomerState, t: int) -> Reason | None:
-    """The tickets-past-SLA reason; memoized in the state, since it depends only on the
-    open tickets (``ticket_rev``) and how many of them are past their SLA at ``t``."""
-    key = (state.ticket_rev, bisect_right(state.ticket_dues, t))
-    memo = state.ticket_memo
-    if memo is not None and memo[0] == key:
-        return memo[1]
-    churn = state.policy.churn
-    breached = [ticket for ticket in state.tickets.values() if ticket[0] <= t]
-    reason = None
-    if breached:
-        centi = min(churn.ticket_max, len(breached) * churn.ticket_weight) * 100
-        reason = Reason(
-            rule="churn.tickets_past_sla",
-            message=f"{len(breached)} open tickets past their SLA",
-            policy_version=state.policy.version,
-            inputs={"breached": len(breached), "open": len(state.tickets)},
-            thresholds=fixed_thresholds(state.policy)["tickets_past_sla"],
-            event_ids=tuple(ticket[2] for ticket in breached),
-            points=_points(centi),
+def _describe(
+    state: CustomerState, name: str, values: Mapping[str, int], t: int
+) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """(message, inputs, event ids) of one signal's reason."""
+    curve: Curve = state.policy.churn.curves.get(name) or state.policy.churn.recency
+    value = _natural(name, values[name]) if name in values else Decimal(0)
+    shown: dict[str, Any] = {"value": value, "typical": curve.typical}
+    if name == "inactivity":
+        num, den = expected_interval(state)
+        idle, expected = _days(values["recency"]), _days(num // den)
+        intervals = _natural("relative_recency", values["relative_recency"])
+        last = state.last_commerce_us or 0
+        return (
+            f"{idle} days since the last purchase or renewal, {intervals} expected "
+            f"intervals of {expected} days",
+            {
+                "last_commerce_at": from_micros(last),
+                "days_since_last_commerce": idle,
+                "expected_interval_days": expected,
+                "intervals": intervals,
+                "typical_days": state.policy.churn.recency.typical,
+            },
+            (state.last_commerce_id,),
         )
-    state.ticket_memo = (key, reason)
-    return reason
+    base = state.policy.base_currency
+    messages = {
+        "frequency": f"{value} days with a purchase (typical {curve.typical})",
+        "monetary": f"{value} {base} net revenue in the tier window (typical {curve.typical})",
+        "tenure": f"{value} days from the first to the latest purchase or renewal "
+        f"(typical {curve.typical})",
+        "cadence": f"expected interval {value} days (typical {curve.typical})",
+        "spend_trend": f"net spend fell from {state.prior_sum} to {state.recent_sum} "
+        f"({(value * 100).quantize(Decimal(1))}% lost)",
+        "complaints": f"{len(state.complaints)} complaints in the window",
+        "tickets_past_sla": f"{values['tickets_past_sla']} open tickets past their SLA",
+        "nps_detractor": f"latest survey score {state.survey[1] if state.survey else '-'}",
+        "payment_failures": f"{len(state.payments)} failed payments in the window",
+        "cancellation": "a subscription was cancelled and not restarted",
+        "subscription": "an active subscription",
+    }
+    ids: tuple[str, ...] = ()
+    if name == "complaints":
+        ids = tuple(item[2] for item in state.complaints)
+    elif name == "tickets_past_sla":
+        ids = tuple(ticket[2] for ticket in state.tickets.values() if ticket[0] <= t)
+        shown |= {"breached": values[name], "open": len(state.tickets)}
+    elif name == "nps_detractor" and state.survey is not None:
+        ids = (state.survey[2],)
+    elif name == "payment_failures":
+        ids = tuple(item[1] for item in state.payments)
+    elif name == "cancellation":
+        ids = (state.cancel_id,)
+    elif name == "frequency":
+        ids = (state.last_purchase_id,) if state.last_purchase_id else ()
+    return messages[name], shown, ids
 
 
-def days(micros: int) -> Decimal:
-    """Microseconds as days with two decimals, for explanations."""
-    return _days(micros)
+def breached_tickets(state: CustomerState, t: int) -> int:
+    """Open tickets whose SLA instant is at or before ``t``."""
+    return bisect_right(state.ticket_dues, t)

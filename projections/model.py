@@ -14,13 +14,15 @@ from decimal import Decimal
 from hashlib import sha256
 from typing import Any, Final, Literal, NamedTuple
 
+from projections.vocabulary import OPS_ACTIONS, AlertState, ChurnLevel, Stage, Tier, ops_kind
+
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
-ALERT_ACKNOWLEDGED: Final = "alert_acknowledged"
-ALERT_SNOOZED: Final = "alert_snoozed"
-ALERT_RESOLVED: Final = "alert_resolved"
-OPS_KINDS: Final = frozenset({ALERT_ACKNOWLEDGED, ALERT_SNOOZED, ALERT_RESOLVED})
+ALERT_ACKNOWLEDGED: Final = ops_kind("acknowledged")
+ALERT_SNOOZED: Final = ops_kind("snoozed")
+ALERT_RESOLVED: Final = ops_kind("resolved")
+OPS_KINDS: Final = frozenset(OPS_ACTIONS)
 
 ChangeKind = Literal["tier", "lifecycle", "alert"]
 
@@ -127,7 +129,7 @@ class Change:
         """What consumers deduplicate on: the same transition has the same id whether it
         was published live, again after a redelivery, or re-announced from a replay
         after a broker wipe. It names the landing, not the path: customer, kind, new
-        value, effective instant, and for alerts the alert id (docs/contract.md)."""
+        value, effective instant, and for alerts the alert id (docs/topics.md)."""
         key = "\x00".join(
             (
                 self.customer_id,
@@ -159,14 +161,15 @@ class Snapshot:
     """The flat, current view of one customer at ``evaluated_at``: what read models store."""
 
     customer_id: str
-    tier: str
-    lifecycle_stage: str
+    tier: Tier
+    lifecycle_stage: Stage
     stage_entered_at: datetime | None
-    stage_entries: Mapping[str, int]
-    stage_days: Mapping[str, Decimal]
-    churn_score: int
-    churn_level: str
-    alert_state: str
+    stage_entries: Mapping[Stage, int]
+    stage_days: Mapping[Stage, Decimal]
+    churn_score: Decimal
+    """Percent chance of no purchase or renewal within the policy's horizon, one decimal."""
+    churn_level: ChurnLevel
+    alert_state: AlertState
     alert_id: str | None
     alert_open: bool
     last_purchase_at: datetime | None
@@ -175,6 +178,11 @@ class Snapshot:
     purchase_count: int
     window_purchase_count: int
     reasons: tuple[Reason, ...]
+    """Why tier, stage and alert are what they are: the reasons of their latest changes
+    (an alert's include the churn signals as they were when it changed)."""
+    churn_signals: tuple[Reason, ...]
+    """The churn score explained at ``evaluated_at``: the typical customer's score, then
+    each signal in force now with its points (they add up to ``churn_score``)."""
     policy_version: str
     evaluated_at: datetime | None
     event_count: int
@@ -187,7 +195,7 @@ class Snapshot:
             "stage_entered_at": json_safe(self.stage_entered_at),
             "stage_entries": dict(self.stage_entries),
             "stage_days": json_safe(self.stage_days),
-            "churn_score": self.churn_score,
+            "churn_score": float(self.churn_score),
             "churn_level": self.churn_level,
             "alert_state": self.alert_state,
             "alert_id": self.alert_id,
@@ -198,6 +206,7 @@ class Snapshot:
             "purchase_count": self.purchase_count,
             "window_purchase_count": self.window_purchase_count,
             "reasons": [reason.to_dict() for reason in self.reasons],
+            "churn_signals": [reason.to_dict() for reason in self.churn_signals],
             "policy_version": self.policy_version,
             "evaluated_at": json_safe(self.evaluated_at),
             "event_count": self.event_count,
@@ -214,12 +223,12 @@ class StepSummary(NamedTuple):
     the dataclasses here) because one is built per step and constructs 4x faster.
     """
 
-    tier: str
-    lifecycle_stage: str
+    tier: Tier
+    lifecycle_stage: Stage
     stage_entered_at: datetime | None
-    churn_score: int
-    churn_level: str
-    alert_state: str
+    churn_score: Decimal
+    churn_level: ChurnLevel
+    alert_state: AlertState
     alert_id: str | None
     alert_open: bool
     net_revenue_base: Decimal
@@ -231,7 +240,7 @@ class StepSummary(NamedTuple):
             "tier": self.tier,
             "lifecycle_stage": self.lifecycle_stage,
             "stage_entered_at": json_safe(self.stage_entered_at),
-            "churn_score": self.churn_score,
+            "churn_score": float(self.churn_score),
             "churn_level": self.churn_level,
             "alert_state": self.alert_state,
             "alert_id": self.alert_id,

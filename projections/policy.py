@@ -17,19 +17,24 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Context, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Context, Decimal, InvalidOperation, localcontext
+from itertools import pairwise
 from typing import Any, Final
 
 from domain.currencies import MINOR_UNITS
 from projections.model import to_micros
+from projections.signals import DAY_US, SCALE, SIGNALS, UNIT_SCALE, SignalSpec
+from projections.vocabulary import NO_TIER, TIERS, Tier
 
 DEFAULT_POLICY_RESOURCE: Final = "default_policy.toml"
 """Package-data name of the default policy inside ``projections``."""
 
-DAY_US: Final = 86_400_000_000
 HOUR_US: Final = 3_600_000_000
-SCALE: Final = 1_000_000
-"""Fixed-point scale for ratios (intervals, factors): integer math, same result everywhere."""
+LOGIT_SCALE: Final = 1_000_000
+"""Log-odds are integers in millionths: the score is exact and the same everywhere."""
+SCORE_STEPS: Final = 10
+"""Score steps per point: the score is a percentage with one decimal (0.0–100.0), fine
+enough to set alert levels for a budget where most customers' risks are close."""
 
 MONEY_CONTEXT: Final = Context(prec=60)
 """Explicit decimal context: results never depend on a thread's ambient context."""
@@ -47,7 +52,7 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TierLevel:
-    name: str
+    name: Tier
     min_revenue: Decimal
     min_purchases: int
 
@@ -82,34 +87,58 @@ class LifecyclePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Curve:
+    """A signal's contribution to the log-odds of churn: linear between its knots, flat
+    beyond them. Knots are raw units (``projections.signals.UNIT_SCALE``), log-odds
+    millionths; interpolation floors, so a rising curve gives a rising integer function
+    (what the exact crossing solver needs)."""
+
+    at: tuple[int, ...]
+    logit: tuple[int, ...]
+    knots_natural: tuple[Decimal, ...]
+    typical: Decimal
+    """The value a typical customer had when the curve was fitted (it reads 0 there)."""
+
+    def value(self, x: int) -> int:
+        at, logit = self.at, self.logit
+        if x <= at[0]:
+            return logit[0]
+        if x >= at[-1]:
+            return logit[-1]
+        i = bisect_right(at, x) - 1
+        x0, y0 = at[i], logit[i]
+        return y0 + (logit[i + 1] - y0) * (x - x0) // (at[i + 1] - x0)
+
+
+@dataclass(frozen=True, slots=True)
 class ChurnPolicy:
+    """The churn model: log-odds = ``intercept`` + one curve per signal; score = 100 x the
+    probability of no purchase or renewal within ``horizon``, rounded (``cuts``)."""
+
+    horizon_us: int
+    intercept: int
+    curves: Mapping[str, Curve]
+    constant: tuple[tuple[int, Curve], ...]
+    """(index in ``ChurnInputs``, curve) of the signals constant between deadlines."""
+    recency: Curve
+    relative: Curve
+    tickets: Curve
+    cuts: tuple[int, ...]
+    """``cuts[k - 1]``: the least log-odds whose score is ``k`` steps or more."""
     watch: int
     warning: int
     critical: int
-    inactivity_weight: int
-    inactivity_start: int  # scaled by SCALE
-    inactivity_half: int  # scaled by SCALE
-    recency_weight: int
-    recency_half_us: int
-    trend_weight: int
+    resolve_margin: int
+    """Levels and the margin in score steps (``SCORE_STEPS`` per point)."""
     trend_window_us: int
     trend_min_prior: Decimal
-    complaint_weight: int
-    complaint_max: int
     complaint_window_us: int
     complaint_high_factor: int
-    ticket_weight: int
-    ticket_max: int
     ticket_sla_us: Mapping[str, int]
-    nps_weight: int
     nps_detractor_max: int
     nps_window_us: int
-    payment_weight: int
-    payment_max: int
     payment_window_us: int
-    cancel_weight: int
     cancel_window_us: int
-    resolve_margin: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +170,8 @@ class Policy:
     lifecycle: LifecyclePolicy
     churn: ChurnPolicy
     fx: Mapping[str, tuple[FxRate, ...]]
+    calibration: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """The training report of a calibrated policy (informative, never read by the fold)."""
     fx_days: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
     """The ``day_us`` of each currency's rates (derived from ``fx``, for bisection)."""
 
@@ -194,8 +225,12 @@ def load_policy(text: str) -> Policy:
     lifecycle = _lifecycle(root.table("lifecycle"))
     churn = _churn(root.table("churn"), root.table("alert"))
     fx = _fx(root.table("fx"), base)
+    calibration = root.data.get("calibration", {})
+    root.used.add("calibration")
+    if not isinstance(calibration, dict):
+        raise PolicyError("calibration", "must be a table")
     root.done()
-    return Policy(version, base, tier, cadence, lifecycle, churn, fx)
+    return Policy(version, base, tier, cadence, lifecycle, churn, fx, calibration)
 
 
 class _Table:
@@ -263,6 +298,23 @@ class _Table:
             raise PolicyError(self.key(name), "must have at most 6 decimal places")
         return int(scaled)
 
+    def points(self, name: str, *, allow_zero: bool = False) -> int:
+        """A score in points (0–100, one decimal at most), as score steps."""
+        value = self.raw(name)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise PolicyError(self.key(name), 'must be a number of points such as 50 or "62.5"')
+        number = (
+            Decimal(value)
+            if isinstance(value, int)
+            else _decimal(value, self.key(name), Decimal(0), Decimal(100))
+        )
+        steps = number * SCORE_STEPS
+        if steps != steps.to_integral_value():
+            raise PolicyError(self.key(name), "must have at most one decimal place")
+        if not (0 if allow_zero else 1) <= steps <= 100 * SCORE_STEPS:
+            raise PolicyError(self.key(name), "must be between 0 and 100 points")
+        return int(steps)
+
     def days(self, name: str, low: int = 0) -> int:
         return self.integer(name, low) * DAY_US
 
@@ -286,14 +338,32 @@ def _decimal(text: str, path: str, low: Decimal, high: Decimal | None) -> Decima
     return value
 
 
+_LEVEL_NAMES: Final[tuple[Tier, ...]] = tuple(name for name in TIERS if name != NO_TIER)
+"""The names a policy may give its levels, highest first."""
+
+
+def _tier_name(name: str) -> Tier | None:
+    for tier in _LEVEL_NAMES:
+        if tier == name:
+            return tier
+    return None
+
+
 def _tier(table: _Table) -> TierPolicy:
-    levels = []
+    levels: list[TierLevel] = []
     for level in table.tables("levels"):
         name = level.text("name")
-        if name == "none":
+        if name == NO_TIER:
             raise PolicyError(level.key("name"), '"none" is reserved for no tier')
+        tier = _tier_name(name)
+        if tier is None:
+            raise PolicyError(level.key("name"), f"must be one of {', '.join(_LEVEL_NAMES)}")
+        if levels and _LEVEL_NAMES.index(tier) <= _LEVEL_NAMES.index(levels[-1].name):
+            raise PolicyError(
+                level.key("name"), f"levels must be named in the order {', '.join(_LEVEL_NAMES)}"
+            )
         levels.append(
-            TierLevel(name, level.decimal("min_revenue"), level.integer("min_purchases", 1))
+            TierLevel(tier, level.decimal("min_revenue"), level.integer("min_purchases", 1))
         )
         level.done()
     for i in range(1, len(levels)):
@@ -348,56 +418,124 @@ def _lifecycle(table: _Table) -> LifecyclePolicy:
 
 def _churn(table: _Table, alert: _Table) -> ChurnPolicy:
     levels = table.table("levels")
-    watch = levels.integer("watch", 1, 100)
-    warning = levels.integer("warning", 1, 100)
-    critical = levels.integer("critical", 1, 100)
+    watch = levels.points("watch")
+    warning = levels.points("warning")
+    critical = levels.points("critical")
     levels.done()
     if not watch < warning < critical:
         raise PolicyError(levels.path, "must satisfy watch < warning < critical")
-    inactivity = table.table("inactivity")
-    trend = table.table("spend_trend")
-    complaints = table.table("complaints")
-    tickets = table.table("tickets")
+    signals = table.table("signals")
+    tables = {spec.name: signals.table(spec.name) for spec in SIGNALS}
+    curves = {spec.name: _curve(tables[spec.name], spec) for spec in SIGNALS}
+    trend, complaints, tickets = (
+        tables["spend_trend"],
+        tables["complaints"],
+        tables["tickets_past_sla"],
+    )
     sla = tickets.table("sla_hours")
     sla_us = {name: sla.integer(name, 1) * HOUR_US for name in TICKET_PRIORITIES}
     sla.done()
-    nps = table.table("nps")
-    payments = table.table("payment_failures")
-    cancel = table.table("cancellation")
+    nps, payments, cancel = (
+        tables["nps_detractor"],
+        tables["payment_failures"],
+        tables["cancellation"],
+    )
+    fixed = {"recency", "relative_recency", "tickets_past_sla"}
     policy = ChurnPolicy(
+        horizon_us=table.days("horizon_days", 1),
+        intercept=_logit(table.raw("intercept"), table.key("intercept")),
+        curves=curves,
+        constant=tuple(
+            (n, curves[spec.name]) for n, spec in enumerate(SIGNALS) if spec.name not in fixed
+        ),
+        recency=curves["recency"],
+        relative=curves["relative_recency"],
+        tickets=curves["tickets_past_sla"],
+        cuts=_SCORE_CUTS,
         watch=watch,
         warning=warning,
         critical=critical,
-        inactivity_weight=inactivity.integer("weight", 0, 100),
-        inactivity_start=inactivity.scaled("start_intervals"),
-        inactivity_half=inactivity.scaled("half_intervals", Decimal("0.000001")),
-        recency_weight=inactivity.integer("recency_weight", 0, 100),
-        recency_half_us=inactivity.days("recency_half_days", 1),
-        trend_weight=trend.integer("weight", 0, 100),
+        resolve_margin=alert.points("resolve_margin", allow_zero=True),
         trend_window_us=trend.days("window_days", 1),
         trend_min_prior=trend.decimal("min_prior_revenue"),
-        complaint_weight=complaints.integer("weight_each", 0, 100),
-        complaint_max=complaints.integer("max", 0, 100),
         complaint_window_us=complaints.days("window_days", 1),
         complaint_high_factor=complaints.integer("high_severity_factor", 1, 10),
-        ticket_weight=tickets.integer("weight_each", 0, 100),
-        ticket_max=tickets.integer("max", 0, 100),
         ticket_sla_us=sla_us,
-        nps_weight=nps.integer("weight", 0, 100),
         nps_detractor_max=nps.integer("detractor_max_score", 0, 10),
         nps_window_us=nps.days("window_days", 1),
-        payment_weight=payments.integer("weight_each", 0, 100),
-        payment_max=payments.integer("max", 0, 100),
         payment_window_us=payments.days("window_days", 1),
-        cancel_weight=cancel.integer("weight", 0, 100),
         cancel_window_us=cancel.days("window_days", 1),
-        resolve_margin=alert.integer("resolve_margin", 0, 100),
     )
     if policy.resolve_margin >= warning:
         raise PolicyError(alert.key("resolve_margin"), "must be smaller than churn.levels.warning")
-    for sub in (inactivity, trend, complaints, tickets, nps, payments, cancel, table, alert):
+    for sub in (*tables.values(), signals, table, alert):
         sub.done()
     return policy
+
+
+def _score_cuts() -> tuple[int, ...]:
+    """``cuts[k - 1]``: the least log-odds (millionths) at which the probability, rounded
+    to score steps, is k steps or more: ``ceil(ln(p / (1 - p)))`` for
+    ``p = (k - 0.5) / (100 * SCORE_STEPS)``. Computed with the decimal module, whose ``ln``
+    is correctly rounded: the same integers everywhere."""
+    cuts = []
+    steps = 100 * SCORE_STEPS
+    with localcontext(Context(prec=40)) as context:
+        for k in range(1, steps + 1):
+            p = (Decimal(k) - Decimal("0.5")) / steps
+            logit = (p / (1 - p)).ln(context) * LOGIT_SCALE
+            cuts.append(int(logit.to_integral_value(rounding=ROUND_CEILING)))
+    return tuple(cuts)
+
+
+_SCORE_CUTS: Final = _score_cuts()
+
+
+def _logit(value: object, path: str) -> int:
+    if not isinstance(value, str):
+        raise PolicyError(path, 'must be a decimal string such as "-0.25"')
+    number = _decimal(value, path, Decimal("-1000"), Decimal("1000"))
+    scaled = number * LOGIT_SCALE
+    if scaled != scaled.to_integral_value():
+        raise PolicyError(path, "must have at most 6 decimal places")
+    return int(scaled)
+
+
+def _knot(value: object, path: str, spec: SignalSpec) -> tuple[int, Decimal]:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PolicyError(path, 'must be an integer or a decimal string such as "0.5"')
+    number = Decimal(value) if isinstance(value, int) else _decimal(value, path, Decimal(0), None)
+    if number < 0:
+        raise PolicyError(path, "must be >= 0")
+    raw = number * UNIT_SCALE[spec.unit]
+    if raw != raw.to_integral_value():
+        raise PolicyError(path, f"is finer than the {spec.unit} unit allows")
+    return int(raw), number
+
+
+def _curve(table: _Table, spec: SignalSpec) -> Curve:
+    """``at`` (knots, natural units, increasing), ``logit`` (one per knot), ``typical``."""
+    at_values = table.raw("at")
+    logit_values = table.raw("logit")
+    if not isinstance(at_values, list) or len(at_values) < 2:
+        raise PolicyError(table.key("at"), "must be a list of at least two knots")
+    if not isinstance(logit_values, list) or len(logit_values) != len(at_values):
+        raise PolicyError(table.key("logit"), "must have one value per knot in `at`")
+    knots = [_knot(v, f"{table.key('at')}[{i}]", spec) for i, v in enumerate(at_values)]
+    logits = [_logit(v, f"{table.key('logit')}[{i}]") for i, v in enumerate(logit_values)]
+    if any(b[0] <= a[0] for a, b in pairwise(knots)):
+        raise PolicyError(table.key("at"), "knots must be strictly increasing")
+    steps = [b - a for a, b in pairwise(logits)]
+    if spec.direction == "up" and any(step < 0 for step in steps):
+        raise PolicyError(
+            table.key("logit"), f"{spec.name} may only raise the risk: values must not decrease"
+        )
+    if spec.direction == "down" and any(step > 0 for step in steps):
+        raise PolicyError(
+            table.key("logit"), f"{spec.name} may only lower the risk: values must not increase"
+        )
+    typical = table.decimal("typical") if "typical" in table.data else knots[0][1]
+    return Curve(tuple(k[0] for k in knots), tuple(logits), tuple(k[1] for k in knots), typical)
 
 
 def _fx(table: _Table, base: str) -> dict[str, tuple[FxRate, ...]]:

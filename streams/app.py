@@ -42,8 +42,9 @@ import orjson
 from faust.transport.drivers import aiokafka as faust_kafka
 
 from projections import Change
-from streams.projector import ChangePublisher, Projector
-from streams.wire import WireError, parse_customer_event
+from projections.messages import WireError
+from projections.ports import ChangePublisher
+from streams.projector import Projector, parse_customer_event
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class StreamTopics(Protocol):
     def change_topic(self, kind: str) -> str: ...
 
 
-class TopicChangePublisher:
+class TopicChangePublisher(ChangePublisher):
     """The projector's `ChangePublisher`: each change to its topic by kind, key =
     customer id, value = orjson of `Change.to_dict()`.
 

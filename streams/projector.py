@@ -2,8 +2,9 @@
 
 The faust agent hands batches of `customer-events` messages to `Projector.handle` and a
 timer calls `Projector.tick`; everything with I/O (the store, PostgreSQL read models,
-Kafka producers) comes in through the three ports defined here and is implemented in
-`adapters` and wired in `infra`, so this module imports only `projections`.
+Kafka producers) comes in through the three ports of `projections.ports`, implemented
+in `adapters` and wired in `infra`, so this module imports only `projections` (and
+orjson, for the bytes of the `customer-events` message `projections.messages` defines).
 """
 
 from __future__ import annotations
@@ -12,66 +13,33 @@ import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+
+import orjson
 
 from projections import (
     Change,
     CustomerState,
     Policy,
-    Snapshot,
     advance,
     apply,
     initial_state,
     next_deadline,
     snapshot,
 )
-from streams.wire import CustomerEvent, parse_customer_event
+from projections.messages import CustomerEvent, WireError, decode_customer_event
+from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
 
 _HEAP_SLACK = 1024
 """Stale heap entries tolerated beyond twice the live ones before the heap is rebuilt."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReadModelRow:
-    """What the projector hands the read-model store for one customer.
-
-    ``applied_version`` / ``applied_position`` say which stored events the snapshot
-    includes (the store keeps the newest, see `ReadModelSink`); ``next_deadline`` is
-    the instant until which tier, stage and alert stay as they are with no new event,
-    so the table also serves as the durable timer list after a restart.
-    """
-
-    customer_id: str
-    snapshot: Snapshot
-    applied_version: int
-    applied_position: int
-    next_deadline: datetime | None
-
-
-class StateLoader(Protocol):
-    """Rebuilds a customer's state from the store, the truth (invariant 1)."""
-
-    def load(self, customer_id: str, *, through_version: int) -> CustomerState:
-        """The state folded from the customer's stored events with version ≤
-        ``through_version`` (an empty state if there are none)."""
-        ...
-
-
-class ReadModelSink(Protocol):
-    """Where read models go; must keep, per customer, the row with the highest
-    ``(applied_version, snapshot.evaluated_at)`` so stale or repeated writes (a
-    redelivery, a zombie worker) never overwrite newer ones. Any return value (the
-    PostgreSQL store returns the rows written) is ignored."""
-
-    def upsert(self, rows: Sequence[ReadModelRow]) -> object: ...
-
-
-class ChangePublisher(Protocol):
-    """Where tier, lifecycle and alert changes go (the faust layer maps `Change.kind`
-    to the `tier-changes`, `lifecycle-changes` and `churn-alerts` topics); returning
-    means the changes are durably handed over (flushed). Any return value is ignored."""
-
-    def publish(self, changes: Sequence[Change]) -> object: ...
+def parse_customer_event(message: bytes) -> CustomerEvent:
+    """Decode one `customer-events` message; raise `WireError` naming what is wrong."""
+    try:
+        data = orjson.loads(message)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    return decode_customer_event(data)
 
 
 @dataclass(slots=True)
@@ -145,7 +113,7 @@ class Projector:
         """Fold a batch of `customer-events` messages; returns the changes published.
 
         The whole batch is parsed before any state changes, so a malformed message
-        (`streams.wire.WireError`) leaves the projector exactly as it was.
+        (`projections.messages.WireError`) leaves the projector exactly as it was.
         """
         messages = [parse_customer_event(message) for message in batch]
         changes: list[Change] = []

@@ -608,7 +608,7 @@ def test_after_a_broker_wipe_a_subscriber_that_was_mid_stream_ends_with_every_al
     broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
 ) -> None:
     """Alerts published but not yet consumed when the broker loses its data: the relay
-    re-announces them on the new incarnation (ADR 14), so a subscriber that resumes
+    re-announces them on the new incarnation (ADR 15), so a subscriber that resumes
     there from the beginning and deduplicates by ``change_id`` misses none."""
     names = TopicNames(prefix=f"a{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())

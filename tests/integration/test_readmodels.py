@@ -19,13 +19,8 @@ from domain.customer import customer_uuid
 from infra.bootstrap import default_policy_text
 from infra.schema import SCHEMA_VERSION, check_schema
 from projections import Change, Snapshot, fold, initial_state, load_policy, snapshot
-from streams.projector import (
-    ChangePublisher,
-    Projector,
-    ReadModelRow,
-    ReadModelSink,
-    StateLoader,
-)
+from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
+from streams.projector import Projector
 from tests.conftest import StoreFactory
 from tests.integration.test_store import purchase as store_purchase
 from tests.unit.quality.simulate import at, purchase

@@ -37,7 +37,7 @@ from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import Tuning, partition_of, run_roles
 from infra.settings import Settings
 from streams.app import ProjectorApp
-from streams.wire import parse_customer_event
+from streams.projector import parse_customer_event
 from tests.conftest import StoreFactory, settings_for
 from tests.integration.test_faults import (
     assert_stored_once,

@@ -63,6 +63,36 @@ def test_an_invalid_policy_is_refused_with_the_key_path(old: str, new: str, mess
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'name = "gold"',
+            'name = "vip"',
+            "tier.levels[1].name: must be one of platinum, gold, silver, bronze",
+        ),
+        ('name = "gold"', 'name = "Gold"', "tier.levels[1].name: must be one of"),
+        ('name = "gold"', 'name = "none"', 'tier.levels[1].name: "none" is reserved'),
+        ('name = "gold"', 'name = "platinum"', "tier.levels[1].name: levels must be named in"),
+        ('name = "silver"', 'name = "platinum"', "tier.levels[2].name: levels must be named in"),
+    ],
+)
+def test_tier_levels_are_named_from_the_tier_vocabulary_highest_first(
+    old: str, new: str, message: str
+) -> None:
+    assert old in DEFAULT
+    with pytest.raises(PolicyError) as error:
+        load_policy(DEFAULT.replace(old, new, 1))
+    assert message in str(error.value)
+
+
+def test_a_policy_may_use_a_subset_of_the_tiers() -> None:
+    gold = DEFAULT.index('[[tier.levels]]\nname = "gold"')
+    silver = DEFAULT.index('[[tier.levels]]\nname = "silver"')
+    levels = load_policy(DEFAULT[:gold] + DEFAULT[silver:]).tier.levels
+    assert [level.name for level in levels] == ["platinum", "silver", "bronze"]
+
+
 def test_a_missing_section_and_broken_toml_are_refused() -> None:
     with pytest.raises(PolicyError, match=r"^cadence: is required"):
         load_policy(DEFAULT.replace("[cadence]", "[cadence_typo]"))

@@ -15,7 +15,7 @@ from projections import (
     InputEvent,
     advance,
     apply,
-    engine,
+    driver,
     fold,
     initial_state,
     load_policy,
@@ -23,6 +23,8 @@ from projections import (
     replay,
     snapshot,
 )
+from projections import churn as signals
+from projections.state import CustomerState
 from tests.unit.quality.simulate import at, event
 from tests.unit.test_projections_properties import AS_OF, histories
 
@@ -34,15 +36,16 @@ def full_evaluation_everywhere() -> Iterator[None]:
     """Every window edge evaluated in full, and the trend never cached."""
     patch = pytest.MonkeyPatch()
     patch.setattr(
-        engine, "_window_edge", lambda state, t, changes: engine._evaluate(state, t, None, changes)
+        driver, "window_edge", lambda state, t, changes: driver._evaluate(state, t, None, changes)
     )
-    original = engine.signals.other_centi
+    original = signals.static_logit
 
-    def uncached(state: engine.CustomerState, t: int) -> int:
+    def uncached(state: CustomerState, t: int) -> int:
         state.trend = -1
+        state.static_base = None
         return original(state, t)
 
-    patch.setattr(engine.signals, "other_centi", uncached)
+    patch.setattr(signals, "static_logit", uncached)
     try:
         yield
     finally:
@@ -84,8 +87,9 @@ def test_tickets_reopened_and_resolved_keep_their_breach_count_exact() -> None:
     ]
     state = fold("c", events, POLICY, as_of=at(30))
     assert state.ticket_dues == sorted(ticket[0] for ticket in state.tickets.values())
-    reasons = {r.rule: r for r in snapshot(state).reasons}
-    assert reasons["churn.tickets_past_sla"].inputs == {"breached": 1, "open": 1}
+    reasons = {r.rule: r for r in snapshot(state).churn_signals}
+    shown = reasons["churn.tickets_past_sla"].inputs
+    assert (shown["breached"], shown["open"]) == (1, 1)
 
 
 def test_a_probe_copy_does_not_share_the_ticket_index() -> None:

@@ -25,14 +25,9 @@ from projections import (
     next_deadline,
     snapshot,
 )
-from streams.projector import (
-    ChangePublisher,
-    Projector,
-    ReadModelRow,
-    ReadModelSink,
-    StateLoader,
-)
-from streams.wire import CustomerEvent, WireError, parse_customer_event
+from projections.messages import CustomerEvent, WireError
+from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
+from streams.projector import Projector, parse_customer_event
 from tests.unit.quality.simulate import at, event, purchase
 
 POLICY = load_policy(default_policy_text())

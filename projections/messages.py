@@ -1,10 +1,14 @@
-"""The `customer-events` message, read back: the inverse of what the relay publishes.
+"""The `customer-events` message: what the relay publishes and the projector folds.
 
-The relay writes orjson of ``{"position", "customer_id", "version", "type", "event"}``
-with ``event = InputEvent.to_dict()`` (None for a customer's Created event). Parsing is
-strict because the only producer is our own relay: a message that does not have this
-shape is a bug or a foreign writer on the topic, and folding a guess would silently
-make the read models disagree with a replay of the store.
+One definition for both ends: `adapters.relay` encodes with :func:`encode_customer_event`
+and `streams.projector` decodes with :func:`decode_customer_event`. The functions work on
+JSON values (the edges turn them into bytes with orjson, which the core may not import):
+``{"position", "customer_id", "version", "type", "event"}`` with ``event =
+InputEvent.to_dict()``, or None for a customer's Created event.
+
+Decoding is strict because the only producer is our own relay: a message that does not
+have this shape is a bug or a foreign writer on the topic, and folding a guess would
+silently make the read models disagree with a replay of the store.
 """
 
 from __future__ import annotations
@@ -14,9 +18,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-import orjson
-
-from projections import InputEvent
+from projections.model import InputEvent
 
 
 class WireError(ValueError):
@@ -33,12 +35,22 @@ class CustomerEvent(NamedTuple):
     """None for events the projections ignore (the Created event, version 1)."""
 
 
-def parse_customer_event(message: bytes) -> CustomerEvent:
-    """Decode one message; raise `WireError` naming what is wrong."""
-    try:
-        data = orjson.loads(message)
-    except orjson.JSONDecodeError as exc:
-        raise WireError(f"not JSON: {exc}") from None
+def encode_customer_event(
+    *, position: int, customer_id: str, version: int, stored_type: str, event: InputEvent | None
+) -> dict[str, Any]:
+    """The JSON object of one message; ``stored_type`` names the stored event's class
+    (``Created``, ``InteractionRecorded``, ``AlertActionRecorded``), for readers only."""
+    return {
+        "position": position,
+        "customer_id": customer_id,
+        "version": version,
+        "type": stored_type,
+        "event": None if event is None else event.to_dict(),
+    }
+
+
+def decode_customer_event(data: object) -> CustomerEvent:
+    """Decode one message's JSON value; raise `WireError` naming what is wrong."""
     if not isinstance(data, dict):
         raise WireError("message must be a JSON object")
     customer_id = _text(data, "customer_id")

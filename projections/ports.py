@@ -1,0 +1,60 @@
+"""The ports of the projector: what it needs from the outside, defined once in the core.
+
+`streams.projector.Projector` depends on these; `adapters` implements them (PostgreSQL
+read models, the state loader over the store) and `streams.app` the change publisher;
+`infra` wires them. Both layers import this one definition, since they may not import
+each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from projections.model import Change, Snapshot
+from projections.state import CustomerState
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModelRow:
+    """What the projector hands the read-model store for one customer.
+
+    ``applied_version`` / ``applied_position`` say which stored events the snapshot
+    includes (the store keeps the newest, see `ReadModelSink`); ``next_deadline`` is
+    the instant until which tier, stage and alert stay as they are with no new event,
+    so the table also serves as the durable timer list after a restart.
+    """
+
+    customer_id: str
+    snapshot: Snapshot
+    applied_version: int
+    applied_position: int
+    next_deadline: datetime | None
+
+
+class StateLoader(Protocol):
+    """Rebuilds a customer's state from the store, the truth (invariant 1)."""
+
+    def load(self, customer_id: str, *, through_version: int) -> CustomerState:
+        """The state folded from the customer's stored events with version ≤
+        ``through_version`` (an empty state if there are none)."""
+        ...
+
+
+class ReadModelSink(Protocol):
+    """Where read models go; must keep, per customer, the row with the highest
+    ``(applied_version, snapshot.evaluated_at)`` so stale or repeated writes (a
+    redelivery, a zombie worker) never overwrite newer ones. Any return value (the
+    PostgreSQL store returns the rows written) is ignored."""
+
+    def upsert(self, rows: Sequence[ReadModelRow]) -> object: ...
+
+
+class ChangePublisher(Protocol):
+    """Where tier, lifecycle and alert changes go (the faust layer maps `Change.kind`
+    to the `tier-changes`, `lifecycle-changes` and `churn-alerts` topics); returning
+    means the changes are durably handed over (flushed). Any return value is ignored."""
+
+    def publish(self, changes: Sequence[Change]) -> object: ...
