@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.checker import Broker, verify
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
-from adapters.readmodels import ReadModelStore, differences, rebuild
+from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
@@ -202,10 +203,17 @@ def build_cli(
     serve: Callable[[set[str]], None],
     demo: RunDemo,
     sample: Path,
+<<<<<<< HEAD
     on_debug: Callable[[bool], None] = lambda requested: None,
 ) -> typer.Typer:
     """The command tree, bound to a way of opening the wired services. ``on_debug`` hears
     the global `--debug` flag (infra reports errors, with or without a traceback)."""
+=======
+    broker: Callable[[], Broker | None] = lambda: None,
+) -> typer.Typer:
+    """The command tree, bound to a way of opening the wired services. ``broker`` says
+    where the topics are, if a broker is configured (`verify` then counts them)."""
+>>>>>>> checker
     app = typer.Typer(
         name="eventcrm",
         help="Event-sourced customer-relationship engine.",
@@ -275,33 +283,28 @@ def build_cli(
         ] = False,
         as_json: AsJson = False,
     ) -> None:
-        """Live read models equal a fresh fold of the stored events (and, with --history,
-        every hash chain is intact). Exit 1 on any difference."""
+        """Read models complete and equal to a fresh fold of the stored events; keys and
+        events agree; with a broker, dead letters on the DLQ topic and positions at the
+        topics' ends (and, with --history, every hash chain intact). Exit 1 on any
+        finding (docs/verify.md)."""
         with open_runtime() as runtime:
-            diffs = list(differences(runtime.read_models, runtime.store, runtime.reader.policy))
-            models = sum(1 for _ in runtime.read_models.all())
-            report = runtime.store.verify_chains() if history else None
-        ok = not diffs and (report is None or report.ok)
-        result: dict[str, Any] = {
-            "ok": ok,
-            "read_models": models,
-            "differences": [
-                {
-                    "customer_id": d.customer_id,
-                    "field": d.field,
-                    "live": d.live,
-                    "replayed": d.replayed,
-                }
-                for d in diffs
-            ],
-        }
-        if report is not None:
+            report = verify(
+                runtime.store,
+                runtime.read_models,
+                runtime.reader.policy,
+                now=runtime.clock(),
+                broker=broker(),
+            )
+            chains = runtime.store.verify_chains() if history else None
+        ok = report.ok and (chains is None or chains.ok)
+        result = {**report.to_dict(), "ok": ok}
+        if chains is not None:
             result["history"] = {
-                "customers": report.customers,
-                "events": report.events,
+                "customers": chains.customers,
+                "events": chains.events,
                 "breaks": [
                     {"customer": str(b.customer), "version": b.version, "reason": b.reason}
-                    for b in report.breaks
+                    for b in chains.breaks
                 ],
             }
         if as_json:
@@ -417,12 +420,22 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
 
 def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
     @app.command("rebuild")
-    def rebuild_command(as_of: AsOf = None) -> None:
-        """Recompute every read model from the store; safe while the pipeline runs
-        (a newer live version is never overwritten)."""
+    def rebuild_command(
+        as_of: Annotated[str | None, typer.Option("--as-of", hidden=True)] = None,
+    ) -> None:
+        """Recompute every read model from the store, as of now, and swap them in at
+        once: readers never see old and new rows mixed, and what the projector writes
+        meanwhile is kept (safe while the pipeline runs)."""
+        if as_of is not None:
+            err.print(
+                f"[red]rebuild refuses --as-of {as_of}[/red]: the read models are the live "
+                "view, evaluated now and moved forward by the projector. For every customer "
+                f"as of that instant, run `eventcrm export --as-of {as_of}`."
+            )
+            raise typer.Exit(EXIT_USAGE)
         with open_runtime() as runtime, _progress(err, "rebuilding") as progress:
             task = progress.add_task("rebuild", total=runtime.store.customer_count())
-            instant = _as_of(runtime, as_of)
+            instant = runtime.clock()
             count = rebuild(
                 runtime.read_models,
                 runtime.store,
@@ -430,7 +443,9 @@ def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> N
                 as_of=instant,
                 on_progress=lambda done: progress.update(task, completed=done),
             )
-        err.print(f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M} UTC")
+        err.print(
+            f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M:%S} UTC, swapped in at once"
+        )
 
 
 class ExportFormat(StrEnum):
@@ -795,16 +810,38 @@ def _print_summary(summary: ImportSummary, rejects_path: Path | None, *, as_json
 
 def _print_verify(result: dict[str, Any]) -> None:
     console = Console()
-    models = result["read_models"]
-    if not models:
-        console.print("read models: none yet (the pipeline has not run); nothing to compare")
-    elif not result["differences"]:
-        console.print(f"[green]ok[/green]: {models} read models equal a fresh replay")
-    for d in result["differences"][:20]:
-        console.print(
-            f"[red]differs[/red] {d['customer_id']} {d['field']}: "
-            f"live {d['live']!r}, replay {d['replayed']!r}"
+    failed = {kind: check for kind, check in result["checks"].items() if check["count"]}
+    for kind, check in failed.items():
+        shown = "; ".join(
+            " ".join(f"{key}={value}" for key, value in example.items())
+            for example in check["examples"][:3]
         )
+        console.print(f"[red]FAIL[/red] {kind}: {check['count']} (e.g. {shown})")
+    if not failed:
+        console.print(
+            f"[green]ok[/green]: each of {result['customers']} stored customers has one read "
+            "model, at its latest version, equal to a fresh replay; keys and events agree"
+        )
+    else:
+        console.print(
+            f"{result['read_models']} read models, {result['customers']} stored customers"
+        )
+    topics = result["topics"]
+    if topics["checked"]:
+        letters, ingest, relay = topics["dead_letters"], topics["ingest"], topics["relay"]
+        console.print(
+            f"topics: {letters['on_topic']} of {letters['stored']} dead letters on "
+            f"{letters['topic']}; ingest consumed {ingest.get('consumed', 0)} of "
+            f"{ingest.get('records', 0)} records; relay at notification "
+            f"{relay.get('position', '-')} of {relay['last_notification']}"
+        )
+    else:
+        console.print(f"topics: not checked ({topics['reason']})")
+    lag = result["lag"]
+    console.print(
+        f"projector lag: {lag['unapplied_events']} stored events not applied, "
+        f"{lag['overdue_timers']} timers overdue (at most {lag['max_overdue_seconds']:.0f} s)"
+    )
     history = result.get("history")
     if history is not None:
         if not history["breaks"]:

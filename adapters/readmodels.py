@@ -8,9 +8,9 @@ a row only ever moves forward, so redeliveries and zombie workers cannot regress
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -22,6 +22,7 @@ from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import customer_uuid
 from projections import (
     CustomerState,
+    InputEvent,
     Policy,
     fold,
     initial_state,
@@ -56,6 +57,20 @@ _UNNEST_ARGS: Final = SQL(
     "%b::text[], %b::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
 )
 """One array parameter per column of `_COLUMNS`, in order."""
+
+_FORWARD: Final = SQL(
+    # Forward only. A higher version includes more events: it wins. At the same version
+    # the state is a function of the evaluation time alone (live equals replay), so a
+    # later evaluation (a timer's advance) wins, and an equal one is the same row again
+    # (a redelivery): nothing to write.
+    "rm.applied_version < EXCLUDED.applied_version "
+    "OR (rm.applied_version = EXCLUDED.applied_version "
+    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+)
+"""The write rule: does the row ``EXCLUDED`` move the stored row ``rm`` forward?"""
+
+_SHADOW: Final = "read_models_rebuild"
+"""The temporary table a rebuild fills before it swaps (`ReadModelStore.replace`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +113,44 @@ class ReadModelStore(ReadModelSink):
             "INSERT INTO {table} AS rm ({names}, updated_at) "
             "SELECT {selected}, now() FROM unnest({arrays}) AS u({names}) "
             "ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = now() "
-            # Forward only. A higher version includes more events: it wins. At the same
-            # version the state is a function of the evaluation time alone (live
-            # equals replay), so a later evaluation (a timer's advance) wins, and an
-            # equal one is the same row again (a redelivery): nothing to write.
-            "WHERE rm.applied_version < EXCLUDED.applied_version "
-            "OR (rm.applied_version = EXCLUDED.applied_version "
-            "AND coalesce(rm.evaluated_at, '-infinity') "
-            "< coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+            "WHERE {forward}"
         ).format(
             table=table,
             names=names,
             selected=_selected(),
             arrays=_UNNEST_ARGS,
             updates=updates,
+            forward=_FORWARD,
         )
+        shadow = Identifier(_SHADOW)
+        self._create_shadow = SQL(
+            "CREATE TEMP TABLE {shadow} "
+            "(LIKE {table} INCLUDING DEFAULTS, PRIMARY KEY (customer_id))"
+        ).format(shadow=shadow, table=table)
+        self._drop_shadow = SQL("DROP TABLE IF EXISTS pg_temp.{}").format(shadow)
+        self._fill_shadow = SQL(
+            "INSERT INTO pg_temp.{shadow} ({names}, updated_at) "
+            "SELECT {selected}, now() FROM unnest({arrays}) AS u({names})"
+        ).format(shadow=shadow, names=names, selected=_selected(), arrays=_UNNEST_ARGS)
+        self._lock = SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table)
+        self._written_since = SQL(
+            "INSERT INTO pg_temp.{shadow} AS rm ({names}, updated_at) "
+            "SELECT {names}, updated_at FROM {table} WHERE updated_at >= %s "
+            "ON CONFLICT (customer_id) DO UPDATE SET {updates}, updated_at = EXCLUDED.updated_at "
+            "WHERE {forward}"
+        ).format(shadow=shadow, names=names, table=table, updates=updates, forward=_FORWARD)
+        self._clear = SQL("DELETE FROM {}").format(table)
+        self._swap_in = SQL(
+            "INSERT INTO {table} ({names}, updated_at) SELECT {names}, updated_at "
+            "FROM pg_temp.{shadow}"
+        ).format(table=table, names=names, shadow=shadow)
         self._get = SQL("SELECT * FROM {} WHERE customer_id = %s").format(table)
         self._page = SQL(
             "SELECT * FROM {} WHERE customer_id > %s ORDER BY customer_id LIMIT %s"
         ).format(table)
+        self._stamps = SQL("SELECT {} FROM {}").format(
+            SQL(", ").join(Identifier(f.name) for f in fields(Stamp)), table
+        )
         self._first_unapplied = SQL(
             "SELECT min(e.notification_id) AS p FROM {events} e "
             "LEFT JOIN {table} rm ON rm.originator_id = e.originator_id "
@@ -143,25 +177,48 @@ class ReadModelStore(ReadModelSink):
         if not newest:
             return 0
         ordered = [newest[key] for key in sorted(newest)]
-        snapshots = [row.snapshot for row in ordered]
-        params = (
-            [row.customer_id for row in ordered],
-            [customer_uuid(row.customer_id) for row in ordered],
-            [row.applied_version for row in ordered],
-            [row.applied_position for row in ordered],
-            [row.next_deadline for row in ordered],
-            [s.evaluated_at for s in snapshots],
-            [s.tier for s in snapshots],
-            [s.lifecycle_stage for s in snapshots],
-            [s.churn_score for s in snapshots],
-            [s.churn_level for s in snapshots],
-            [s.alert_state for s in snapshots],
-            [s.alert_id for s in snapshots],
-            [orjson.dumps(s.to_dict()).decode() for s in snapshots],
-        )
         with self._datastore.transaction(commit=True) as curs:
-            curs.execute(self._upsert, params)
+            curs.execute(self._upsert, _arrays(ordered))
             return max(curs.rowcount, 0)
+
+    def replace(
+        self,
+        rows: Iterable[ReadModelRow],
+        *,
+        batch: int = 1000,
+        on_progress: Callable[[int], None] = lambda done: None,
+    ) -> int:
+        """Replace every read model with ``rows`` (one per customer), atomically for
+        readers; returns how many read models there are afterwards.
+
+        The rows go into a shadow table (a temporary one of this session) first, while
+        readers and the projector keep using the live table. The swap is one
+        transaction: it locks the live table against writers (EXCLUSIVE: readers go
+        on), takes into the shadow every live row written since the rebuild began that
+        is further along by the write rule of `upsert` (the projector's work meanwhile),
+        and replaces the live rows with the shadow's. A reader sees all old rows or all
+        new ones; a projector write waiting on the lock lands after the swap, in the
+        new rows, by the same rule. docs/adr/0014 has the reasons.
+        """
+        with self._datastore.get_connection() as conn:
+            started = conn.execute("SELECT now() AS t").fetchone()
+            assert started is not None
+            conn.execute(self._drop_shadow)
+            conn.execute(self._create_shadow)
+            try:
+                done = 0
+                for chunk in _chunks(rows, batch):
+                    conn.execute(self._fill_shadow, _arrays(chunk))
+                    done += len(chunk)
+                    on_progress(done)
+                with conn.transaction():
+                    conn.execute(self._lock)
+                    conn.execute(self._written_since, (started["t"],))
+                    conn.execute(self._clear)
+                    swapped = conn.execute(self._swap_in).rowcount
+            finally:
+                conn.execute(self._drop_shadow)
+        return max(swapped, 0)
 
     def get(self, customer_id: str) -> ReadModel | None:
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
@@ -182,6 +239,13 @@ class ReadModelStore(ReadModelSink):
             if len(rows) < self._page_size:
                 return
             after = rows[-1]["customer_id"]
+
+    def stamps(self) -> dict[str, Stamp]:
+        """Every read model without its snapshot, by customer id (one query; what
+        `audit` matches with the store's customers)."""
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._stamps)
+            return {row["customer_id"]: Stamp(**row) for row in curs.fetchall()}
 
     def first_unapplied(self) -> int | None:
         """The lowest notification id of a stored event no read model has applied yet
@@ -236,6 +300,37 @@ def _rank(row: ReadModelRow) -> tuple[int, datetime]:
     return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
 
 
+def _arrays(rows: Sequence[ReadModelRow]) -> tuple[list[Any], ...]:
+    """One array per column of `_COLUMNS`: the parameters of `_UNNEST_ARGS`."""
+    snapshots = [row.snapshot for row in rows]
+    return (
+        [row.customer_id for row in rows],
+        [customer_uuid(row.customer_id) for row in rows],
+        [row.applied_version for row in rows],
+        [row.applied_position for row in rows],
+        [row.next_deadline for row in rows],
+        [s.evaluated_at for s in snapshots],
+        [s.tier for s in snapshots],
+        [s.lifecycle_stage for s in snapshots],
+        [s.churn_score for s in snapshots],
+        [s.churn_level for s in snapshots],
+        [s.alert_state for s in snapshots],
+        [s.alert_id for s in snapshots],
+        [orjson.dumps(s.to_dict()).decode() for s in snapshots],
+    )
+
+
+def _chunks(rows: Iterable[ReadModelRow], size: int) -> Iterator[list[ReadModelRow]]:
+    chunk: list[ReadModelRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _selected() -> Composed:
     return SQL(", ").join(
         SQL("u.snapshot::jsonb") if c == "snapshot" else SQL("u.{}").format(Identifier(c))
@@ -274,25 +369,112 @@ class Difference:
     replayed: object
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the audit needs of a read model: which events it includes, when it was
+    evaluated, until when it holds, and the values compared with a replay."""
+
+    customer_id: str
+    applied_version: int
+    evaluated_at: datetime | None
+    next_deadline: datetime | None
+    tier: str | None
+    lifecycle_stage: str | None
+    churn_score: int | None
+    churn_level: str | None
+    alert_state: str | None
+    alert_id: str | None
+
+
+@dataclass
+class Audit:
+    """Read models compared with the store as sets (RELIABILITY G14), not only the
+    rows that exist: see `audit`."""
+
+    customers: int = 0
+    read_models: int = 0
+    missing: list[tuple[str, int]] = field(default_factory=list)
+    """``(customer_id, stored version)`` of stored customers without a read model."""
+    extra: list[tuple[str, int]] = field(default_factory=list)
+    """``(customer_id, applied version)`` of read models of no stored customer."""
+    stale: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(customer_id, applied, stored)`` of read models behind the stored version."""
+    ahead: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(customer_id, applied, stored)`` of read models past it (a store that lost events)."""
+    overdue: list[tuple[str, datetime]] = field(default_factory=list)
+    """``(customer_id, next deadline)`` of read models a timer should have advanced."""
+    future: list[tuple[str, datetime]] = field(default_factory=list)
+    """``(customer_id, evaluated_at)`` of read models evaluated after ``now``: they hold
+    the projector's writes off (the write rule keeps the later evaluation)."""
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def unapplied_events(self) -> int:
+        """Stored events no read model includes yet (projector lag, in events)."""
+        return sum(stored for _, stored in self.missing) + sum(
+            stored - applied for _, applied, stored in self.stale
+        )
+
+
+def audit(
+    read_models: ReadModelStore,
+    store: CustomerStore,
+    policy: Policy,
+    *,
+    now: datetime | None = None,
+    grace: timedelta = timedelta(0),
+) -> Audit:
+    """Every stored customer against the read models, in one pass over the events table.
+
+    A stored customer needs a read model at its latest version (else *missing* or
+    *stale*); a read model needs a stored customer (else *extra*) and a version it can
+    have (else *ahead*); its next deadline must not be more than ``grace`` before
+    ``now``, nor its evaluation be more than ``grace`` after it (else *overdue*: no
+    timer advanced it, so it no longer says what holds now; or *future*; both unchecked
+    without ``now``); and its values must equal a fresh fold of the events it applied,
+    evaluated at its own ``evaluated_at`` (else a `Difference`).
+    """
+    result = Audit()
+    rows = read_models.stamps()
+    result.read_models = len(rows)
+    for history in ProjectionReader(store, policy).histories():
+        result.customers += 1
+        row = rows.pop(history.customer_id, None)
+        if row is None:
+            result.missing.append((history.customer_id, history.version))
+            continue
+        if row.applied_version < history.version:
+            result.stale.append((row.customer_id, row.applied_version, history.version))
+        elif row.applied_version > history.version:
+            result.ahead.append((row.customer_id, row.applied_version, history.version))
+        if now is not None:
+            if row.next_deadline is not None and row.next_deadline < now - grace:
+                result.overdue.append((row.customer_id, row.next_deadline))
+            if row.evaluated_at is not None and row.evaluated_at > now + grace:
+                result.future.append((row.customer_id, row.evaluated_at))
+        applied = [e for e in history.events if e.version <= row.applied_version]
+        result.differences.extend(_compare(row, applied, policy))
+    result.extra.extend((row.customer_id, row.applied_version) for row in rows.values())
+    return result
+
+
 def differences(
     read_models: ReadModelStore, store: CustomerStore, policy: Policy
 ) -> Iterator[Difference]:
-    """Live equals replay (RELIABILITY G6): refold each read model's customer from the
-    store, through the version it applied, evaluated at its `evaluated_at`."""
-    reader = ProjectionReader(store, policy)
-    for model in read_models.all():
-        try:
-            events = reader.events(model.customer_id, through_version=model.applied_version)
-        except CustomerNotFoundError:
-            events = []
-        as_of = model.evaluated_at or (events[-1].occurred_at if events else None)
-        if as_of is None:
-            continue
-        fresh = snapshot(fold(model.customer_id, events, policy, as_of=as_of))
-        for name in COMPARED:
-            live, replayed = getattr(model, name), getattr(fresh, name)
-            if live != replayed:
-                yield Difference(model.customer_id, name, live, replayed)
+    """Live equals replay (RELIABILITY G6) for the read models that exist: each refolded
+    from the store through the version it applied, evaluated at its `evaluated_at`."""
+    yield from audit(read_models, store, policy).differences
+
+
+def _compare(row: Stamp, events: Sequence[InputEvent], policy: Policy) -> Iterator[Difference]:
+    as_of = row.evaluated_at or (events[-1].occurred_at if events else None)
+    if as_of is None:
+        return
+    fresh = snapshot(fold(row.customer_id, events, policy, as_of=as_of))
+    for name in COMPARED:
+        live, replayed = getattr(row, name), getattr(fresh, name)
+        if live != replayed:
+            yield Difference(row.customer_id, name, live, replayed)
 
 
 def rebuild(
@@ -304,32 +486,26 @@ def rebuild(
     batch: int = 1000,
     on_progress: Callable[[int], None] = lambda done: None,
 ) -> int:
-    """Recompute every customer's read model from the stored events, as of `as_of`.
+    """Recompute every customer's read model from the stored events, as of ``as_of``,
+    and swap them in atomically (`ReadModelStore.replace`): readers never see old and
+    new rows mixed, rows of customers no longer in the store go, and what the projector
+    writes meanwhile is kept when it is further along. Returns the read models after."""
+    return read_models.replace(
+        rebuilt_rows(store, policy, as_of=as_of), batch=batch, on_progress=on_progress
+    )
 
-    Safe while the pipeline runs: upserts never move a row back to an older version,
-    and at the same version the later evaluation wins, which is this one.
-    """
+
+def rebuilt_rows(
+    store: CustomerStore, policy: Policy, *, as_of: datetime
+) -> Iterator[ReadModelRow]:
+    """Every customer's read model folded from its stored events, as of ``as_of``."""
     positions = store.last_positions()
-    rows: list[ReadModelRow] = []
-    done = 0
     for history in ProjectionReader(store, policy).histories():
         state = fold(history.customer_id, history.events, policy, as_of=as_of)
-        rows.append(
-            ReadModelRow(
-                history.customer_id,
-                snapshot(state),
-                history.version,
-                positions[history.customer],
-                next_deadline(state),
-            )
+        yield ReadModelRow(
+            history.customer_id,
+            snapshot(state),
+            history.version,
+            positions[history.customer],
+            next_deadline(state),
         )
-        if len(rows) >= batch:
-            read_models.upsert(rows)
-            done += len(rows)
-            rows.clear()
-            on_progress(done)
-    if rows:
-        read_models.upsert(rows)
-        done += len(rows)
-    on_progress(done)
-    return done

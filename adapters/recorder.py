@@ -2,8 +2,9 @@
 
 Besides the events and the tracking position, the same transaction writes the
 idempotency keys, the dead letters, and each event's chain hash. Everything that
-touches the events table runs after eventsourcing's EXCLUSIVE table lock, so commit
-order equals notification order (no tailing reader skips an event) and the previous
+touches the events table, and every dead letter, is written after eventsourcing's
+EXCLUSIVE table lock, so commit order equals notification (and dead letter id) order —
+no tailing reader, the relay included, skips a row that commits late — and the previous
 link of every chain is read under the lock that serialises all writers.
 """
 
@@ -163,7 +164,14 @@ class CustomerRecorder(PostgresProcessRecorder):
         trackings: Sequence[Tracking] = kwargs.get("trackings", ())
         for tracking in trackings:
             self._insert_tracking(curs, tracking)
-        insert_dead_letters(curs, self.datastore.schema, kwargs.get("dead_letters", ()))
+        dead_letters: Sequence[DeadLetter] = kwargs.get("dead_letters", ())
+        if dead_letters and not stored_events:
+            # Dead letters are an outbox the relay tails by id, like the notification
+            # log: written under the same table lock, their ids commit in order, so
+            # the relay never passes over one that commits late (RELIABILITY G4, G11).
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            insert_dead_letters(curs, self.datastore.schema, dead_letters)
         super()._insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(
@@ -172,6 +180,7 @@ class CustomerRecorder(PostgresProcessRecorder):
         self._lock_table(curs)
         self._notify_channel(curs)
         schema = self.datastore.schema
+        insert_dead_letters(curs, schema, kwargs.get("dead_letters", ()))
         keys: Sequence[KeyRow] = kwargs.get("keys", ())
         if keys:
             curs.execute(

@@ -14,7 +14,9 @@ Positions are kept per *incarnation* of each topic (its topic id, see
 first stored event that no read model has applied yet (``needed_from``), so the
 projectors get back everything the lost topic still owed them and nothing they have
 (a redelivered duplicate would be ignored anyway). A new DLQ incarnation gets every
-dead letter again: a repeat is allowed there, a loss is not.
+dead letter again: a repeat is allowed there, a loss is not. Every dead letter is
+relayed, whatever rejected it, so `applied + dead-lettered == published` holds for
+anyone counting the DLQ topic (RELIABILITY G11).
 """
 
 from __future__ import annotations
@@ -41,12 +43,26 @@ from projections.messages import encode_customer_event
 log = logging.getLogger(__name__)
 
 EVENTS_POSITION = "relay:customer-events"
-DLQ_POSITION = "relay:dead-letters"
+DLQ_POSITION = "relay:dlq"
+"""The dead-letter outbox position. Until every dead letter was relayed (earlier, only
+those with a Kafka topic in their provenance were), it was ``relay:dead-letters``; the
+new name makes an upgraded relay publish the ones it had skipped (a repeat is allowed
+on the DLQ topic, a loss is not)."""
 
 
 def position_name(base: str, incarnation: str = "") -> str:
     """``EVENTS_POSITION`` or ``DLQ_POSITION`` for one incarnation of its topic."""
     return f"{base}@{incarnation}" if incarnation else base
+
+
+def starting_position(needed_from: Callable[[], int | None], store: CustomerStore) -> int:
+    """The position a new `customer-events` incarnation starts after: just before the
+    first stored event a projector still needs, or, if none is owed, the last one."""
+    first = needed_from()
+    if first is not None:
+        return first - 1
+    last: int | None = store.recorder.max_notification_id()
+    return last or 0
 
 
 LOCK_KEY = 0x6576_6372_6D72  # "evcrmr": the relay's advisory lock
@@ -72,10 +88,14 @@ class Relay:
         events_incarnation: str = "",
         dlq_incarnation: str = "",
         needed_from: Callable[[], int | None] | None = None,
+        reannounce: Callable[[KafkaProducer], object] | None = None,
     ) -> None:
         """``needed_from`` returns the lowest notification id some projector still
         needs (None: none): where a new `customer-events` incarnation starts. Without
-        it, a new incarnation starts at the beginning of the log."""
+        it, a new incarnation starts at the beginning of the log. ``reannounce``
+        (`adapters.reannounce.Reannouncer.run`) runs once the relay leads, before it
+        publishes anything: after a broker wipe it re-publishes what the lost change
+        topics may have carried."""
         self._store = store
         self._producer = producer
         self._events_topic = events_topic
@@ -87,6 +107,7 @@ class Relay:
         self.events_position_name = position_name(EVENTS_POSITION, events_incarnation)
         self.dlq_position_name = position_name(DLQ_POSITION, dlq_incarnation)
         self._needed_from = needed_from
+        self._reannounce = reannounce
         self._events_at: int | None = None
         """The events position, cached: this relay is its only writer while it leads."""
         schema = store.datastore.schema
@@ -96,8 +117,7 @@ class Relay:
         ).format(Identifier(schema, EVENTS_TABLE))
         self._dead_letters = SQL(
             "SELECT id, code, field, message, rejections, payload, source, event_id, "
-            "customer_id, provenance FROM {} WHERE id > %s AND provenance ? 'topic' "
-            "ORDER BY id LIMIT %s"
+            "customer_id, provenance FROM {} WHERE id > %s ORDER BY id LIMIT %s"
         ).format(Identifier(schema, DEAD_LETTERS_TABLE))
 
     @contextmanager
@@ -121,12 +141,7 @@ class Relay:
     def _starting_position(self) -> int:
         if self._needed_from is None:
             return 0
-        first = self._needed_from()
-        if first is None:  # every stored event is applied: nothing is owed
-            last: int | None = self._store.recorder.max_notification_id()
-            start = last or 0
-        else:
-            start = first - 1
+        start = starting_position(self._needed_from, self._store)
         # A first start begins at 1; anything later means a reset replaced the topic.
         log.log(
             logging.WARNING if start else logging.INFO,
@@ -169,6 +184,11 @@ class Relay:
         return len(notifications)
 
     def publish_dead_letters(self) -> int:
+        """Publish the next batch of dead letters, whatever path rejected them (ingest,
+        the store's conflict check, import): each message says what it was — its code,
+        its idempotency key when it had one, and where it came from (``provenance``:
+        topic, partition, offset and key for Kafka; the line for an import; null for a
+        direct `CustomerStore.record` call)."""
         start = self._store.position(self.dlq_position_name) or 0
         with self._store.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._dead_letters, (start, self._batch_size))
@@ -184,6 +204,9 @@ class Relay:
                     "message": row["message"],
                     "rejections": row["rejections"],
                     "original": b64encode(bytes(row["payload"])).decode("ascii"),
+                    "source": row["source"],
+                    "event_id": row["event_id"],
+                    "customer_id": row["customer_id"],
                     "provenance": row["provenance"],
                 }
             )
@@ -217,6 +240,8 @@ class Relay:
         """Publish until stopped; woken by NOTIFY, polling as the fallback."""
         with self.leadership() as conn:
             self._events_at = None  # re-read: another relay may have led meanwhile
+            if self._reannounce is not None:
+                self._reannounce(self._producer)
             while not stop.is_set():
                 published = self.publish_events() + self.publish_dead_letters()
                 if published == 0:

@@ -160,6 +160,8 @@ class _Prepared:
     interaction: Interaction
     customer: UUID
     digest: str
+    provenance: Mapping[str, Any] | None
+    """Where the item came from: a conflict found at write time is dead-lettered with it."""
 
 
 @dataclass
@@ -290,7 +292,9 @@ class CustomerStore(Application[UUID]):
                 )
                 continue
             digest = payload_digest(self.state_transcoder.encode, key, interaction)
-            plan.prepared.append(_Prepared(index, raw, interaction, customer, digest))
+            plan.prepared.append(
+                _Prepared(index, raw, interaction, customer, digest, items[index].provenance)
+            )
         return plan
 
     def _write(self, plan: _Plan, positions: Sequence[Tracking]) -> list[Outcome]:
@@ -320,7 +324,7 @@ class CustomerStore(Application[UUID]):
                     outcomes[p.index] = Outcome(
                         "rejected", i.customer_id, previous[2], (rejection,)
                     )
-                    dead_letters.append(_dead_letter((rejection,), p.raw, None, None, i))
+                    dead_letters.append(_dead_letter((rejection,), p.raw, p.provenance, None, i))
                 continue
             customer = aggregates.get(p.customer)
             if customer is None:

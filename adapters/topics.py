@@ -8,11 +8,13 @@ are left exactly as they are.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError, for_code
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,18 @@ class TopicNames:
     @property
     def lifecycle_changes(self) -> str:
         return f"{self.prefix}lifecycle-changes"
+
+    def change_topic(self, kind: str) -> str:
+        """Where a change of this kind (`projections.Change.kind`) is published."""
+        return {
+            "tier": self.tier_changes,
+            "lifecycle": self.lifecycle_changes,
+            "alert": self.churn_alerts,
+        }[kind]
+
+    def changes(self) -> tuple[str, ...]:
+        """The change topics, whose messages are re-announced after a reset (ADR 15)."""
+        return (self.churn_alerts, self.tier_changes, self.lifecycle_changes)
 
     def all(self) -> tuple[str, ...]:
         return (
@@ -227,3 +241,74 @@ class TopicWatch:
 def incarnation_of(topic_id: str | None) -> str:
     """The incarnation tag of a topic in position names ("" if the broker gives no ids)."""
     return "" if topic_id is None or topic_id.strip("0-") == "" else topic_id
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    start: Mapping[int, int] | None = None,
+    idle_s: float = 1.0,
+    timeout_s: float = 120.0,
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` (from ``start[partition]``, default the beginning), read
+    without a consumer group, in per-partition order.
+
+    The end of a partition is found by consuming, never trusted from `end_offsets()`:
+    Tansu reports the base offset of the last record batch there, not the log end
+    (docs/streams-notes.md). Reading stops once every partition is at or past its
+    reported end and nothing arrived for ``idle_s`` seconds. Call it only for a topic
+    that exists: fetching a missing one makes Tansu create it with 4 partitions.
+    """
+    client = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=int(timeout_s * 1000) + 1000,
+        fetch_max_wait_ms=100,
+    )
+    try:
+        partitions = _partitions(client, topic)
+        if not partitions:
+            return []
+        client.assign(partitions)
+        for tp in partitions:
+            offset = (start or {}).get(tp.partition)
+            if offset is None:
+                client.seek_to_beginning(tp)
+            else:
+                client.seek(tp, offset)
+        reported = client.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            polled = client.poll(timeout_ms=200)
+            for batch in polled.values():
+                records.extend(batch)
+            if polled:
+                quiet_since = time.monotonic()
+            at_end = all(client.position(tp) >= reported.get(tp, 0) for tp in partitions)
+            if at_end and time.monotonic() - quiet_since >= idle_s:
+                return sorted(records, key=lambda r: (r.partition, r.offset))
+        raise TimeoutError(f"reading {topic} did not reach its end within {timeout_s:.0f} s")
+    finally:
+        client.close()
+
+
+def log_ends(bootstrap: str, topic: str, *, idle_s: float = 1.0) -> dict[int, int]:
+    """Each partition's log end (the next offset to be written), found by reading from
+    the reported end offset, which on Tansu is the start of the last batch."""
+    client = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = _partitions(client, topic)
+        reported = {tp.partition: offset for tp, offset in client.end_offsets(partitions).items()}
+    finally:
+        client.close()
+    ends = dict(reported)
+    for record in read_topic(bootstrap, topic, start=reported, idle_s=idle_s):
+        ends[record.partition] = max(ends[record.partition], record.offset + 1)
+    return ends
+
+
+def _partitions(client: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]

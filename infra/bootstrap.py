@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from adapters.checker import Broker
 from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
 from adapters.readmodels import ReadModelStore
@@ -351,6 +352,13 @@ def kafka_access(settings: Settings) -> Iterator[KafkaClients]:
             "(`eventcrm serve` and `eventcrm demo` start an embedded broker themselves)",
         )
     yield KafkaClients(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))
+
+
+def broker_of(settings: Settings) -> Broker | None:
+    """The configured broker and topic names, for `verify` (None: no broker configured)."""
+    if not settings.kafka_bootstrap:
+        return None
+    return Broker(settings.kafka_bootstrap, TopicNames(prefix=settings.topic_prefix))
 
 
 def with_database(url: str, name: str) -> str:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from adapters.cli import DemoResult, Runtime, build_cli
 from infra.bootstrap import (
+    broker_of,
     configure_logging,
     database,
     default_sample,
@@ -103,7 +104,11 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
         serve=serve,
         demo=demo,
         sample=default_sample(),
+<<<<<<< HEAD
         on_debug=on_debug,
+=======
+        broker=lambda: broker_of(settings),
+>>>>>>> checker
     )
     app(args=args, prog_name="eventcrm")
 

@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -147,7 +147,27 @@ def _v3(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
-MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(role: str) -> list[sql.Composed | sql.SQL]:
+    """Topic incarnations (ADR 11) as they are first seen, and whether the change
+    messages a lost predecessor may have carried were re-announced on them (ADR 15)."""
+    table = sql.Identifier("topic_incarnations")  # adapters.reannounce.INCARNATIONS_TABLE
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " topic text NOT NULL, incarnation text NOT NULL,"
+            " adopted_at timestamptz NOT NULL DEFAULT now(), announced_at timestamptz,"
+            " PRIMARY KEY (topic, incarnation))"
+        ).format(table),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(table, sql.Identifier(role)),
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
+    1: _v1,
+    2: _v2,
+    3: _v3,
+    4: _v4,
+}
 
 
 def migrate(datastore: PostgresDatastore, *, app_role: str) -> int:

@@ -38,6 +38,7 @@ from kafka.partitioner.default import murmur2
 from adapters.crypto import MasterKey
 from adapters.ingest import Ingest
 from adapters.readmodels import ReadModelStore, StoreStateLoader
+from adapters.reannounce import IncarnationLog, Reannouncer
 from adapters.relay import Relay, RelayLockedError
 from adapters.retry import PROJECTOR_BATCH, ROLE_RESTART, STORE_UNAVAILABLE
 from adapters.store import CustomerStore
@@ -328,6 +329,15 @@ class Pipeline:
     def _provision(self, watch: TopicWatch) -> None:
         ensure_topics(self.bootstrap, self.topics.all(), partitions=self.topics.partitions())
         self.topic_ids = watch.ids()
+        # Logged before any role of this process uses them: after a wipe, the relay
+        # re-announces what changed since the lost incarnations were first seen.
+        store = self.store()
+        try:
+            IncarnationLog(store.datastore).adopt(
+                {topic: self.incarnation(topic) for topic in self.topic_ids}
+            )
+        finally:
+            store.close()
 
     def _run(self, roles: set[str], stop: threading.Event, watch: TopicWatch) -> None:
         targets: dict[str, Callable[[threading.Event], None]] = {
@@ -461,6 +471,12 @@ class Pipeline:
                 events_incarnation=self.incarnation(self.topics.customer_events),
                 dlq_incarnation=self.incarnation(self.topics.interactions_dlq),
                 needed_from=ReadModelStore(store).first_unapplied,
+                reannounce=Reannouncer(
+                    store,
+                    load_configured_policy(self.settings),
+                    topics=self.topics,
+                    incarnations={t: self.incarnation(t) for t in self.topics.changes()},
+                ).run,
             )
             while not stop.is_set():
                 try:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from hashlib import sha256
 from typing import Any, Final, Literal, NamedTuple
 
 from projections.vocabulary import OPS_ACTIONS, AlertState, ChurnLevel, Stage, Tier, ops_kind
@@ -123,8 +124,26 @@ class Change:
     event_ids: tuple[str, ...] = ()
     alert_id: str | None = None
 
+    @property
+    def change_id(self) -> str:
+        """What consumers deduplicate on: the same transition has the same id whether it
+        was published live, again after a redelivery, or re-announced from a replay
+        after a broker wipe. It names the landing, not the path: customer, kind, new
+        value, effective instant, and for alerts the alert id (docs/topics.md)."""
+        key = "\x00".join(
+            (
+                self.customer_id,
+                self.kind,
+                self.to_value,
+                str(to_micros(self.effective_at)),
+                self.alert_id or "",
+            )
+        )
+        return f"chg-{sha256(key.encode()).hexdigest()[:24]}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "change_id": self.change_id,
             "customer_id": self.customer_id,
             "kind": self.kind,
             "from_value": self.from_value,

@@ -99,6 +99,7 @@ class StreamTopics(Protocol):
     def lifecycle_changes(self) -> str: ...
     @property
     def churn_alerts(self) -> str: ...
+    def change_topic(self, kind: str) -> str: ...
 
 
 class TopicChangePublisher(ChangePublisher):
@@ -113,17 +114,13 @@ class TopicChangePublisher(ChangePublisher):
     def __init__(
         self, topics: StreamTopics, publish_records: Callable[[Sequence[Record]], object]
     ) -> None:
-        self._by_kind = {
-            "tier": topics.tier_changes,
-            "lifecycle": topics.lifecycle_changes,
-            "alert": topics.churn_alerts,
-        }
+        self._topics = topics
         self._publish_records = publish_records
 
     def records(self, changes: Sequence[Change]) -> list[Record]:
         return [
             (
-                self._by_kind[change.kind],
+                self._topics.change_topic(change.kind),
                 change.customer_id.encode(),
                 orjson.dumps(change.to_dict()),
             )

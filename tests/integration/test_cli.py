@@ -80,6 +80,8 @@ def test_import_history_customer_replay_export_and_alerts_work_on_one_store(
     assert open_alerts, "the sample's silent customers must have alerts by 2026"
     assert all(a["alert_open"] for a in open_alerts)
 
+    assert run(url, "verify", "--json", check=False).returncode == 1, "no read models yet"
+    run(url, "rebuild")
     assert run(url, "verify", "--json").returncode == 0
     assert run(url, "customer", "nobody", check=False).returncode == 1
 

@@ -20,18 +20,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 import psycopg
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from adapters.crypto import MasterKey
 from adapters.ingest import position_name
-from adapters.readmodels import ReadModelStore, differences
+from adapters.readmodels import ReadModelStore
+from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
@@ -39,8 +40,15 @@ from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
 from infra.serve import Tuning, partition_of, run_role_processes, run_roles
+from projections import Change, replay
 from tests.conftest import StoreFactory, settings_for
-from tests.integration.test_pipeline import BAD, count, wait_until
+from tests.integration.test_pipeline import (
+    BAD,
+    assert_live_equals_replay,
+    count,
+    read_topic,
+    wait_until,
+)
 from tests.integration.test_store import purchase
 
 pytestmark = pytest.mark.integration
@@ -177,7 +185,7 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
 
     assert_stored_once(store, fresh_database_url, interactions)
     policy = load_configured_policy(settings)
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
 
 
 def serve_role(
@@ -455,7 +463,7 @@ def test_killing_every_role_at_random_and_cutting_the_listen_connection_loses_no
 
     assert_stored_once(store, fresh_database_url, interactions)
     policy = load_configured_policy(settings_for(fresh_database_url))
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
 
 
 def cut_listen_connection(url: str) -> None:
@@ -519,7 +527,7 @@ def test_a_paused_projector_zombie_cannot_regress_the_read_models(
     assert caught_up(read_models, per_customer), "no read model moved back"
     assert_stored_once(store, url, interactions)
     policy = load_configured_policy(settings_for(url))
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
 
 
 def test_a_database_outage_pauses_the_ingest_and_it_resumes_without_loss(
@@ -574,3 +582,110 @@ def test_a_database_outage_pauses_the_ingest_and_it_resumes_without_loss(
         log = stop_role(process)
     assert process.returncode == 0, log
     assert_stored_once(make_store(fresh_database_url), fresh_database_url, interactions)
+
+
+def read_some(bootstrap: str, topic: str, at_least: int, *, timeout: float = 60) -> list[Any]:
+    """A subscriber that reads a topic from the beginning, then stops once it has read
+    ``at_least`` records: it is mid-stream, the rest is not consumed."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic))]
+        reader.assign(partitions)
+        reader.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < at_least:
+            if time.monotonic() > deadline:
+                pytest.fail(f"only {len(records)} records on {topic} after {timeout:.0f}s")
+            for batch in reader.poll(timeout_ms=200, max_records=1).values():
+                records.extend(batch)
+        return records
+    finally:
+        reader.close()
+
+
+def test_after_a_broker_wipe_a_subscriber_that_was_mid_stream_ends_with_every_alert(
+    broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """Alerts published but not yet consumed when the broker loses its data: the relay
+    re-announces them on the new incarnation (ADR 15), so a subscriber that resumes
+    there from the beginning and deduplicates by ``change_id`` misses none."""
+    names = TopicNames(prefix=f"a{uuid.uuid4().hex[:8]}.")
+    ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
+    settings = settings_for(fresh_database_url, topic_prefix=names.prefix)
+    assert settings.master_key is not None
+    url = fresh_database_url
+    store = make_store(url)
+    read_models = ReadModelStore(store)
+    interactions = simulate(customers=80, seed=71, end=END).interactions
+    unique = {(i["source"], i["event_id"]) for i in interactions}
+    per_customer = distinct_per_customer(interactions)
+
+    stop = threading.Event()
+    serving = threading.Thread(
+        target=run_role_processes,
+        args=(settings, {"ingest", "relay", "project"}, stop),
+        kwargs={
+            "bootstrap": broker.bootstrap,
+            "app_url": url,
+            "master_key": MasterKey.from_text(settings.master_key),
+            "as_role": settings.app_role,
+            "tuning": Tuning.fast(),
+        },
+        daemon=True,
+    )
+    serving.start()
+    try:
+        publish(broker.bootstrap, names.interactions, interactions)
+        before = read_some(broker.bootstrap, names.churn_alerts, 5)
+        # More alerts are published that the subscriber has not read, then the broker
+        # loses everything.
+        wait_until(
+            lambda: len(read_topic(broker.bootstrap, names.churn_alerts, 3)) > len(before) + 5,
+            timeout=60,
+            what="alerts published that the subscriber has not consumed",
+            poll=0.5,
+        )
+        broker.restart()
+        publish(broker.bootstrap, names.interactions, interactions)  # upstream again
+
+        def settled() -> bool:
+            with psycopg.connect(url) as conn:
+                pending = conn.execute(
+                    "SELECT count(*) FROM topic_incarnations WHERE announced_at IS NULL "
+                    "AND topic = ANY(%s)",
+                    (list(names.changes()),),
+                ).fetchone()
+            return (
+                count(url, "interaction_keys") == len(unique)
+                and caught_up(read_models, per_customer)
+                and not read_models.due(datetime.now(UTC) - timedelta(seconds=3))
+                and pending == (0,)
+            )
+
+        wait_until(settled, timeout=120, what="the pipeline to settle after the wipe")
+        after = read_topic(broker.bootstrap, names.churn_alerts, 3)
+    finally:
+        stop.set()
+        serving.join(timeout=30)
+    assert not serving.is_alive(), "the roles did not stop"
+
+    seen = [orjson.loads(record.value) for record in [*before, *after]]
+    reannounced = {m["change_id"] for m in seen if m.get("reannounced")}
+    live = {m["change_id"] for m in seen if not m.get("reannounced")}
+    policy = load_configured_policy(settings)
+    reader = ProjectionReader(store, policy)
+    expected: dict[str, Change] = {}
+    for model in read_models.all():
+        assert model.evaluated_at is not None
+        events = reader.events(model.customer_id, through_version=model.applied_version)
+        for step in replay(model.customer_id, events, policy, as_of=model.evaluated_at):
+            expected.update((c.change_id, c) for c in step.changes if c.kind == "alert")
+    assert expected, "the stream had alerts"
+    missing = set(expected) - live - reannounced
+    assert not missing, [expected[i].to_dict() for i in sorted(missing)][:3]
+    assert {m["alert_id"] for m in seen} == {c.alert_id for c in expected.values()}
+    only_reannounced = set(expected) - live
+    assert only_reannounced, "the wipe lost alerts that only the re-announcement brought back"
+    read_first = {orjson.loads(record.value)["change_id"] for record in before}
+    assert set(expected) - read_first, "the subscriber was mid-stream when the broker was wiped"

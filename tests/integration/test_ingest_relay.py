@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from adapters.ingest import Ingest, position_name
 from adapters.relay import Relay, RelayLockedError
-from adapters.store import CustomerStore
+from adapters.store import CustomerStore, Item
 from adapters.topics import TopicNames, ensure_topics
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import consumer, producer
@@ -136,6 +136,10 @@ def test_the_relay_publishes_every_event_once_in_customer_order_without_personal
 ) -> None:
     store = make_store(fresh_database_url)
     store.record([interaction(n, n % 5) for n in range(120)] + [{"kind": "nonsense"}])  # type: ignore[list-item]
+    # A conflicting duplicate, found by the store at write time, with Kafka provenance.
+    where = {"topic": topics.interactions, "partition": 2, "offset": 77, "key": "k-1"}
+    conflict = store.record([Item({**interaction(1, 1), "amount": "99.00"}, provenance=where)])
+    assert conflict[0].code == "conflicting_duplicate"
     relay = Relay(
         store,
         producer(broker.bootstrap),
@@ -172,5 +176,16 @@ def test_the_relay_publishes_every_event_once_in_customer_order_without_personal
     positions = sorted(orjson.loads(m.value)["position"] for m in messages)
     assert relay.position() == positions[-1]
 
-    # Only Kafka-sourced dead letters are relayed; this one came in through record().
-    assert read_all(broker.bootstrap, topics.interactions_dlq, partitions=3, idle=1.0) == []
+    # Every dead letter is relayed, whatever rejected it, saying what it was.
+    letters = sorted(
+        (
+            orjson.loads(m.value)
+            for m in read_all(broker.bootstrap, topics.interactions_dlq, partitions=3, idle=1.0)
+        ),
+        key=lambda m: m["dead_letter_id"],
+    )
+    assert [(m["code"], m["provenance"]) for m in letters] == [
+        ("unknown_kind", None),
+        ("conflicting_duplicate", where),
+    ]
+    assert (letters[1]["source"], letters[1]["event_id"]) == ("shop", "e-1")

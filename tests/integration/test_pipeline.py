@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from base64 import b64decode
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,10 @@ import orjson
 import psycopg
 import pytest
 
+from adapters.checker import Broker, verify
 from adapters.crypto import MasterKey
 from adapters.ingest import position_name
-from adapters.readmodels import ReadModel, ReadModelStore
+from adapters.readmodels import ReadModel, ReadModelStore, audit
 from adapters.readside import ProjectionReader
 from adapters.relay import DLQ_POSITION
 from adapters.relay import position_name as relay_position
@@ -32,6 +34,7 @@ from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
 from infra.serve import Pipeline, Tuning, run_roles
+from projections import Policy
 from tests.conftest import TEST_MASTER_KEY, StoreFactory, settings_for
 from tests.integration.test_ingest_relay import read_all
 
@@ -90,6 +93,27 @@ def last_dead_letter_id(url: str) -> int | None:
     return None if row is None else row[0]
 
 
+def assert_live_equals_replay(
+    read_models: ReadModelStore, store: CustomerStore, policy: Policy
+) -> None:
+    """RELIABILITY G6 and G14: every stored customer has one read model, at its latest
+    version, equal to a fresh replay, and there is no other row."""
+    found = audit(read_models, store, policy)
+    assert (found.missing, found.extra, found.stale, found.ahead) == ([], [], [], [])
+    assert found.differences == []
+
+
+def conflicting(item: dict[str, Any]) -> dict[str, Any]:
+    """The same interaction key with another payload (a minute earlier)."""
+    earlier = datetime.fromisoformat(item["occurred_at"]) - timedelta(minutes=1)
+    return {**item, "occurred_at": earlier.isoformat()}
+
+
+def dead_letter_ids(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM dead_letters ORDER BY id")]
+
+
 def count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -119,7 +143,10 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     interactions = simulation.interactions
     unique = {(i["source"], i["event_id"]): i for i in interactions}
     per_customer = Counter(i["customer_id"] for i in unique.values())
-    published = len(interactions) + len(BAD)
+    # Same (source, event_id) as the first interaction, another payload: the store
+    # finds the conflict at write time, and it too must reach the DLQ topic.
+    conflict = conflicting(interactions[0])
+    published = len(interactions) + len(BAD) + 1
 
     stop = threading.Event()
     serving = threading.Thread(
@@ -145,13 +172,18 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
             if i == len(interactions) // 2:
                 for key, value in BAD:  # bad input in the middle of the stream
                     client.send(names.interactions, key=key, value=value)
+                client.send(
+                    names.interactions,
+                    key=conflict["customer_id"].encode(),
+                    value=orjson.dumps(conflict),
+                )
         client.flush()
         client.close()
 
         wait_until(
             lambda: (
                 count(fresh_database_url, "interaction_keys") == len(unique)
-                and count(fresh_database_url, "dead_letters") == len(BAD)
+                and count(fresh_database_url, "dead_letters") == len(BAD) + 1
             ),
             timeout=30,
             what="every interaction stored or dead-lettered",
@@ -193,7 +225,7 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     duplicates = len(interactions) - len(unique)
     assert duplicates > 0  # the simulation retries some sends: they must be no-ops
     assert stored_keys + duplicates + dead == published
-    assert dead == len(BAD)
+    assert dead == len(BAD) + 1
 
     # The store: versions 1..n per customer, one event per unique interaction + Created.
     for customer_id, expected in per_customer.items():
@@ -246,12 +278,36 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
         assert model.alert_id is None or last["alert_id"] == model.alert_id, customer_id
     assert any(m.alert_id is not None for m in models.values())
 
-    # The dead letters reached the DLQ topic, each with its reason.
-    letters = read_topic(broker.bootstrap, names.interactions_dlq, counts[names.interactions_dlq])
-    assert len(letters) == len(BAD)
-    assert all(orjson.loads(letter.value)["code"] for letter in letters)
+    # Every dead letter reached the DLQ topic, counted by consuming it, each with its
+    # reason and where it came from: applied + dead-lettered == published, on the topics.
+    letters = [
+        orjson.loads(letter.value)
+        for letter in read_topic(
+            broker.bootstrap, names.interactions_dlq, counts[names.interactions_dlq]
+        )
+    ]
+    assert sorted(letter["dead_letter_id"] for letter in letters) == dead_letter_ids(
+        fresh_database_url
+    )
+    assert stored_keys + duplicates + len(letters) == published
+    assert all(letter["provenance"]["topic"] == names.interactions for letter in letters)
+    [clash] = [letter for letter in letters if letter["code"] == "conflicting_duplicate"]
+    assert (clash["source"], clash["event_id"]) == (conflict["source"], conflict["event_id"])
+    assert orjson.loads(b64decode(clash["original"])) == conflict
 
     assert time.monotonic() - started < 60
+
+    # The checker agrees, topics included: nothing missing, nothing left behind.
+    report = verify(
+        store,
+        read_models,
+        load_configured_policy(settings),
+        now=datetime.now(UTC),
+        broker=Broker(broker.bootstrap, names),
+    )
+    assert {kind: c.count for kind, c in report.checks.items() if c.count} == {}
+    assert report.topics["dead_letters"]["on_topic"] == len(BAD) + 1
+    assert report.topics["ingest"]["consumed"] == report.topics["ingest"]["records"] == published
 
 
 def test_a_role_that_dies_is_restarted_until_stopped() -> None:

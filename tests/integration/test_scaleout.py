@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from adapters.crypto import MasterKey
-from adapters.readmodels import ReadModel, ReadModelStore, differences
+from adapters.readmodels import ReadModel, ReadModelStore
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, ensure_topics
@@ -46,7 +46,7 @@ from tests.integration.test_faults import (
     serve_ingest,
     stop_role,
 )
-from tests.integration.test_pipeline import count, read_topic, wait_until
+from tests.integration.test_pipeline import assert_live_equals_replay, count, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -300,7 +300,7 @@ def test_two_projector_workers_produce_the_read_models_of_one(
     assert any(len(p) == counts[names.customer_events] for w, _, p in workers.assigned if w == "a")
 
     # (a) Live equals replay.
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
     models = list(read_models.all())
     assert any(m.evaluated_at == FIXED_NOW for m in models), "the timers fired"
     two_workers = {m.customer_id: stable(m) for m in models}
@@ -325,7 +325,7 @@ def test_two_projector_workers_produce_the_read_models_of_one(
     finally:
         stop_all(stop, threads)
     assert workers.handled_by("single")
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
     one_worker = {m.customer_id: stable(m) for m in read_models.all()}
     mismatched = sorted(c for c in versions if one_worker.get(c) != two_workers.get(c))
     assert not mismatched, [(two_workers[c], one_worker.get(c)) for c in mismatched[:3]]
@@ -491,7 +491,7 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
 
     # Live still equals replay at the clock the read model was last evaluated at.
     policy = load_configured_policy(settings)
-    assert list(differences(read_models, store, policy)) == []
+    assert_live_equals_replay(read_models, store, policy)
 
     assert time.monotonic() - started < 60
 

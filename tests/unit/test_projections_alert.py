@@ -175,3 +175,23 @@ def test_changes_and_snapshots_serialize_to_json() -> None:
     text = json.dumps([step.to_dict() for step in steps])
     assert '"policy_version": "test-simple"' in text
     json.dumps(snapshot(fold("c", MONTHLY, POLICY, as_of=at(400))).to_dict())
+
+
+def test_each_change_has_an_id_equal_live_and_in_replay_and_distinct_per_transition() -> None:
+    events = [*MONTHLY, ops("a1", "acknowledged", 335), purchase("p9", 340)]
+    state = initial_state("c", POLICY)
+    live = []
+    for item in events:
+        state, changes = advance(state, item.occurred_at)
+        live.extend(changes)
+        state, changes = apply(state, item)
+        live.extend(changes)
+    state, changes = advance(state, at(600))
+    live.extend(changes)
+    replayed = [c for s in replay("c", events, POLICY, as_of=at(600)) for c in s.changes]
+
+    assert [c.change_id for c in live] == [c.change_id for c in replayed]
+    ids = [c.change_id for c in replayed]
+    assert len(set(ids)) == len(ids), "every transition has its own id"
+    assert {c.kind for c in replayed} == {"tier", "lifecycle", "alert"}
+    assert all(c.to_dict()["change_id"] == c.change_id for c in replayed)

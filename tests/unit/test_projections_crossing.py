@@ -52,7 +52,8 @@ def test_the_crossing_is_the_first_microsecond_at_or_over_the_level(text: str) -
             if found - 1 > after:
                 assert signals.score_at(state, found - 1) < target
                 checked += 1
-    assert checked > 300
+    # a policy without a time effect has a constant score: it is at the level or never
+    assert checked > 300 if text is not VARIANTS[-1] else checked == 0
 
 
 @pytest.mark.parametrize("text", VARIANTS)
