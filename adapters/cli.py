@@ -203,17 +203,13 @@ def build_cli(
     serve: Callable[[set[str]], None],
     demo: RunDemo,
     sample: Path,
-<<<<<<< HEAD
     on_debug: Callable[[bool], None] = lambda requested: None,
-) -> typer.Typer:
-    """The command tree, bound to a way of opening the wired services. ``on_debug`` hears
-    the global `--debug` flag (infra reports errors, with or without a traceback)."""
-=======
     broker: Callable[[], Broker | None] = lambda: None,
 ) -> typer.Typer:
-    """The command tree, bound to a way of opening the wired services. ``broker`` says
-    where the topics are, if a broker is configured (`verify` then counts them)."""
->>>>>>> checker
+    """The command tree, bound to a way of opening the wired services. ``on_debug`` hears
+    the global `--debug` flag (infra reports errors, with or without a traceback);
+    ``broker`` says where the topics are, if a broker is configured (`verify` then counts
+    them)."""
     app = typer.Typer(
         name="eventcrm",
         help="Event-sourced customer-relationship engine.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 import orjson
@@ -53,7 +54,7 @@ _UNNEST_ARGS: Final = SQL(
     # Binary parameters (%b): psycopg's text array dumper quotes every element with a
     # regular expression, which was a sixth of the projector's CPU.
     "%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::timestamptz[], "
-    "%b::timestamptz[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[], "
+    "%b::timestamptz[], %b::text[], %b::text[], %b::numeric[], %b::text[], %b::text[], "
     "%b::text[], %b::text[]"  # the snapshot as JSON text, cast to jsonb in the statement
 )
 """One array parameter per column of `_COLUMNS`, in order."""
@@ -89,7 +90,7 @@ class ReadModel:
     evaluated_at: datetime | None
     tier: str
     lifecycle_stage: str
-    churn_score: int
+    churn_score: Decimal
     churn_level: str
     alert_state: str
     alert_id: str | None
@@ -380,7 +381,7 @@ class Stamp:
     next_deadline: datetime | None
     tier: str | None
     lifecycle_stage: str | None
-    churn_score: int | None
+    churn_score: Decimal | None
     churn_level: str | None
     alert_state: str | None
     alert_id: str | None

@@ -104,11 +104,8 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
         serve=serve,
         demo=demo,
         sample=default_sample(),
-<<<<<<< HEAD
         on_debug=on_debug,
-=======
-        broker=lambda: broker_of(settings),
->>>>>>> checker
+        broker=lambda: broker_of(settings()),
     )
     app(args=args, prog_name="eventcrm")
 

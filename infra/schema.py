@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -162,11 +162,23 @@ def _v4(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
+def _v5(role: str) -> list[sql.Composed | sql.SQL]:
+    """The churn score is a percentage with one decimal (a probability of churn within
+    the policy's horizon, fine enough to set alert levels for a budget)."""
+    del role
+    return [
+        sql.SQL("ALTER TABLE {} ALTER COLUMN churn_score TYPE numeric(4, 1)").format(
+            sql.Identifier("read_models")
+        )
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     1: _v1,
     2: _v2,
     3: _v3,
     4: _v4,
+    5: _v5,
 }
 
 

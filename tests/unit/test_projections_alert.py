@@ -127,9 +127,7 @@ def test_the_alert_stays_open_above_the_resolve_line_and_auto_resolves_below_it(
     policy = simple_policy(resolve_margin=25)  # an open alert resolves below 25
     resolved_ticket = event("t2", "support_ticket_resolved", 2, ticket_id="T")
     promoter = event("n2", "survey_response", 3, score=9)
-    assert [to for _, to, _ in alerts(support_customer(resolved_ticket), 2.5, policy)] == [
-        "raised"
-    ]
+    assert [to for _, to, _ in alerts(support_customer(resolved_ticket), 2.5, policy)] == ["raised"]
     view = snapshot(fold("c", support_customer(resolved_ticket), policy, as_of=at(2.5)))
     assert float(view.churn_score) == percent(-1)  # 26.9: below warning, above the line
     found = alerts(support_customer(resolved_ticket, promoter), 4, policy)
