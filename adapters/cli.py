@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any, Protocol
+from typing import IO, Annotated, Any, Literal, Protocol
 
 import orjson
 import typer
@@ -23,8 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adapters.checker import Broker, verify
+from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
+from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
@@ -57,6 +59,9 @@ class Runtime(Protocol):
 
     @property
     def read_models(self) -> ReadModelStore: ...
+
+    @property
+    def policy_text(self) -> str: ...
 
 
 OpenRuntime = Callable[[], AbstractContextManager[Runtime]]
@@ -311,6 +316,9 @@ def build_cli(
             raise typer.Exit(EXIT_FAILURE)
 
     _add_projection_commands(app, open_runtime, err)
+    add_churn_commands(
+        app, open_runtime, parse_instant=_parse_instant, print_json=print_json, err=err
+    )
     _add_rebuild(app, open_runtime, err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
@@ -442,6 +450,9 @@ def _add_rebuild(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> N
         err.print(
             f"rebuilt {count} read models as of {instant:%Y-%m-%d %H:%M:%S} UTC, swapped in at once"
         )
+
+
+Population = Literal["personas", "bgnbd", "pareto-nbd", "bgnbd-frequent"]
 
 
 class ExportFormat(StrEnum):
@@ -650,10 +661,24 @@ def _add_tools(
         fates: Annotated[
             Path | None, typer.Option(help="also write each customer's true fate (JSON lines)")
         ] = None,
+        population: Annotated[
+            Population,
+            typer.Option(
+                "--population",
+                help="personas (every kind of interaction) or a buy-till-you-die model "
+                "(purchases only: bgnbd, pareto-nbd, bgnbd-frequent)",
+            ),
+        ] = "personas",
     ) -> None:
         """Write deterministic synthetic interactions, as upstream systems would send them."""
         until = _parse_instant(end) if end else today_utc()
-        result = simulate(customers=customers, seed=seed, end=until, days=days)
+        if population == "personas":
+            result = simulate(customers=customers, seed=seed, end=until, days=days)
+        else:
+            result = simulate_population(
+                population, customers=customers, seed=seed, end=until, days=days,
+                acquisition_days=max(1, days // 2),
+            )  # fmt: skip
         with ExitStack() as stack:
             sink = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
             for item in result.interactions:
@@ -872,14 +897,19 @@ def _print_snapshot(view: Snapshot) -> None:
     table.add_row("churn", f"{view.churn_score}/100", view.churn_level)
     table.add_row("alert", view.alert_state, view.alert_id or "")
     console.print(table)
-    console.print("[bold]why[/bold]")
+    console.print("[bold]why (the latest tier, stage and alert changes)[/bold]")
     for reason in view.reasons:
         if not reason.rule.startswith("churn."):
             console.print(f"  {reason.rule}: {reason.message}")
-    console.print("[bold]churn signals now[/bold]")
-    latest = {r.rule: r for r in view.reasons if r.rule.startswith("churn.")}
-    for reason in sorted(latest.values(), key=lambda r: -(r.points or 0)):
-        console.print(f"  {reason.rule} (+{reason.points or 0}): {reason.message}")
+    console.print(
+        f"[bold]churn signals now[/bold] (points add up to the score, {view.churn_score})"
+    )
+    base, *signals = view.churn_signals or (None,)
+    if base is not None:
+        console.print(f"  {base.rule} ({base.points}): {base.message}", markup=False)
+    for reason in sorted(signals, key=lambda r: -(r.points or 0)):
+        if reason is not None:
+            console.print(f"  {reason.rule} ({reason.points:+}): {reason.message}", markup=False)
 
 
 def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
@@ -914,10 +944,12 @@ def _print_alerts(views: list[dict[str, Any]], *, total: int) -> None:
     for column in ("customer", "score", "level", "state", "tier", "stage", "top reasons"):
         table.add_column(column, overflow="fold")
     for view in views:
-        latest = {
-            r["rule"]: r for r in view["reasons"] if r.get("points") and float(r["points"]) > 0
-        }
-        top = sorted(latest.values(), key=lambda r: -float(r["points"]))[:3]
+        raising = [
+            r
+            for r in view.get("churn_signals", ())
+            if r["rule"] != "churn.base" and r.get("points") and float(r["points"]) > 0
+        ]
+        top = sorted(raising, key=lambda r: -float(r["points"]))[:3]
         table.add_row(
             view["customer_id"],
             str(view["churn_score"]),
@@ -930,7 +962,13 @@ def _print_alerts(views: list[dict[str, Any]], *, total: int) -> None:
     Console(width=None if Console().is_terminal else 160).print(table)
 
 
-def _describe(state: dict[str, Any]) -> str:
+def _describe(event: str, state: dict[str, Any]) -> str:
+    """One line per stored event, by its type (the state's keys differ per type)."""
+    if event == "AlertActionRecorded":
+        until = f" until {state['until']}" if state.get("until") is not None else ""
+        why = f": {state['reason']}" if state.get("reason") else ""
+        action = f"{state.get('alert_id')} {state.get('action')} by {state.get('by')}"
+        return f"ops: alert {action}{until}{why}"
     if "kind" not in state:
         return f"customer {state.get('customer_id')} created"
     parts = [str(state["kind"])]
@@ -957,7 +995,7 @@ def _print_history(customer_id: str, entries: list[HistoryEntry]) -> None:
             str(e.version),
             occurred.strftime("%Y-%m-%d %H:%M") if occurred is not None else "",
             f"{s.get('source', '')} / {s.get('event_id', '')}" if "source" in s else "",
-            _describe(s),
+            _describe(e.topic.rsplit(".", 1)[-1], s),
             e.chain_hash[:16] + (" ok" if e.chain_ok else " [red]BROKEN[/red]"),
         )
     console = Console()

@@ -12,50 +12,35 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import orjson
 import psycopg
 
 from adapters.crypto import MasterKey
+from adapters.populations import as_histories
 from adapters.readside import ProjectionReader
 from adapters.simulate import interactions, simulate
 from bench.common import MASTER_KEY, cli, line, scratch, server
 from bench.common import settings as settings_for
-from domain.interactions import parse_interaction
 from infra.bootstrap import build_store, default_policy_text
 from projections import InputEvent, fold, load_policy, snapshot
 from projections.messages import encode_customer_event
 from streams.projector import parse_customer_event
-from tests.unit.quality.simulate import auc
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
 FOLD_CUSTOMERS = int(os.environ.get("BENCH_FOLD_CUSTOMERS", "5000"))
 EXPORT_CUSTOMERS = int(os.environ.get("BENCH_EXPORT_CUSTOMERS", "100000"))
-QUALITY_CUSTOMERS = int(os.environ.get("BENCH_QUALITY_CUSTOMERS", "5000"))
 
 
-def as_inputs(wire: list[dict[str, object]]) -> dict[str, list[InputEvent]]:
+def as_inputs(wire: list[dict[str, Any]]) -> dict[str, list[InputEvent]]:
     """Simulated wire interactions as the projections see them, per customer (deduped)."""
-    by_customer: dict[str, dict[str, InputEvent]] = defaultdict(dict)
-    for item in wire:
-        i = parse_interaction(item, now=END, max_future_skew=timedelta(0))
-        key = f"{i.source}/{i.event_id}"
-        by_customer[i.customer_id][key] = InputEvent(
-            event_id=key,
-            version=len(by_customer[i.customer_id]) + 2,
-            kind=i.kind.value,
-            occurred_at=i.occurred_at,
-            amount=None if i.money is None else i.money.amount,
-            currency=None if i.money is None else i.money.currency,
-            facts=dict(i.facts),
-        )
-    return {c: sorted(e.values(), key=lambda x: x.occurred_at) for c, e in by_customer.items()}
+    return dict(as_histories(wire, now=END))
 
 
 def fold_rate() -> tuple[float, float, int]:
@@ -132,33 +117,6 @@ def export_rate(admin_url: str, path: Path) -> tuple[float, float]:
     return rate, ceiling
 
 
-def churn_quality() -> list[tuple[str, float, float, int]]:
-    """AUC of the churn score and of days-since-last-purchase, predicting "no purchase in
-    the 90 days after the cut-off", on the simulated population: all signals, and
-    purchases only."""
-    policy = load_policy(default_policy_text())
-    cut = END - timedelta(days=90)
-    customers = as_inputs(simulate(customers=QUALITY_CUSTOMERS, seed=17, end=END).interactions)
-    results = []
-    for label, keep in (("all signals", None), ("purchases only", {"purchase"})):
-        scores, recency, churned = [], [], []
-        for customer_id, events in customers.items():
-            before = [
-                e for e in events if e.occurred_at <= cut and (keep is None or e.kind in keep)
-            ]
-            purchases = [e for e in before if e.kind == "purchase"]
-            if not purchases:
-                continue
-            view = snapshot(fold(customer_id, before, policy, as_of=cut))
-            scores.append(float(view.churn_score))
-            recency.append((cut - purchases[-1].occurred_at).total_seconds())
-            churned.append(
-                not any(e.kind == "purchase" and cut < e.occurred_at <= END for e in events)
-            )
-        results.append((label, auc(scores, churned), auc(recency, churned), len(scores)))
-    return results
-
-
 def message_rates() -> list[tuple[str, float, float, int]]:
     """(what, messages/s, ceiling, count) of the `customer-events` message: encoding as the
     relay does (`encode_customer_event` + orjson) and decoding as the projector does
@@ -223,11 +181,7 @@ def main() -> None:
             ceiling=ceiling,
             target="(ceiling: bare orjson)",
         )
-    for label, score_auc, days_auc, n in churn_quality():
-        print(
-            f"quality   churn ROC-AUC ({label}, {n:,} customers): score {score_auc:.4f} "
-            f"vs days-since-last-purchase {days_auc:.4f}"
-        )
+    print("quality   churn ranking against the baselines on every population: make quality")
     with server() as admin_url:
         replay_ms, raw_ms = replay_latency(admin_url)
         print(

@@ -188,6 +188,8 @@ class Services:
     read_models: ReadModelStore
     clock: Callable[[], datetime]
     embedded: bool
+    policy_text: str
+    """The configured policy's text (what `calibrate` edits into a new policy)."""
 
 
 def default_policy_text() -> str:
@@ -196,13 +198,13 @@ def default_policy_text() -> str:
     return resources.files("projections").joinpath(DEFAULT_POLICY_RESOURCE).read_text("utf-8")
 
 
-def load_configured_policy(settings: Settings) -> Policy:
-    """`EVENTCRM_POLICY` if set, else the packaged default; unreadable or invalid → a
-    `ConfigurationError` naming the file and the key."""
+def configured_policy_text(settings: Settings) -> str:
+    """The text of `EVENTCRM_POLICY` if set, else of the packaged default; an unreadable
+    or invalid file → a `ConfigurationError` naming the file and the key."""
     if settings.policy is None:
-        return load_policy(default_policy_text())
+        return default_policy_text()
     try:
-        return load_policy(settings.policy.read_text("utf-8"))
+        text = settings.policy.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigurationError(
@@ -210,12 +212,20 @@ def load_configured_policy(settings: Settings) -> Policy:
             code="policy_unreadable",
             hint="point EVENTCRM_POLICY at a readable TOML policy, or unset it for the default",
         ) from None
+    try:
+        load_policy(text)
     except PolicyError as exc:
         raise ConfigurationError(
             f"the policy file EVENTCRM_POLICY={settings.policy} is invalid: {exc}",
             code="invalid_policy",
             hint="fix that key (the packaged projections/default_policy.toml documents each)",
         ) from None
+    return text
+
+
+def load_configured_policy(settings: Settings) -> Policy:
+    """`EVENTCRM_POLICY` if set, else the packaged default (see `configured_policy_text`)."""
+    return load_policy(configured_policy_text(settings))
 
 
 @contextlib.contextmanager
@@ -291,7 +301,8 @@ def services(
                 cache_size=settings.aggregate_cache_size,
             ),
         )
-        reader = ProjectionReader(store, load_configured_policy(settings))
+        policy_text = configured_policy_text(settings)
+        reader = ProjectionReader(store, load_policy(policy_text))
         try:
             yield Services(
                 settings=settings,
@@ -301,6 +312,7 @@ def services(
                 read_models=ReadModelStore(store),
                 clock=clock,
                 embedded=embedded,
+                policy_text=policy_text,
             )
         finally:
             store.close()

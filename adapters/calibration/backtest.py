@@ -10,10 +10,11 @@ and cutoff. Definitions (also in docs/churn-model.md):
 * **precision**: of the alerts raised by ``end - horizon`` (their outcome is known), the
   share whose customer then made no purchase or renewal within the horizon;
 * **recall**: of the churn episodes (a purchase or renewal followed by a whole horizon
-  without one, the horizon ending between ``start`` and ``end``), the share during which
-  an alert was open;
+  without one, the horizon ending between ``start`` and ``end``), the share with an
+  alert open at some point after that last purchase (and before any next one);
 * **lead time**: for each detected episode, from the first instant an alert was open in
   it to the end of its horizon (when "no purchase within the horizon" became a fact);
+  negative when the alert came only after that;
 * **auc / average_precision**: of the churn score at each cutoff (every ``step`` days
   from ``start`` to ``end - horizon``) against "no purchase or renewal within the
   horizon", over every customer who had bought by then.
@@ -260,8 +261,9 @@ def _alerts(
         ):
             continue
         tally.episodes += 1
+        until = following or window.end
         first_open = min(
-            (max(a, last) for a, b in intervals if a < confirmed and b > last), default=None
+            (max(a, last) for a, b in intervals if a < until and b > last), default=None
         )
         if first_open is not None:
             tally.detected += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import pytest
 from infra.bootstrap import default_policy_text
 from projections import PolicyError, fold, load_policy, snapshot
 from projections.model import to_micros
+from tests.unit.quality.policies import simple_policy_text
 from tests.unit.quality.simulate import at, purchase
 
 DEFAULT = default_policy_text()
@@ -17,7 +19,7 @@ DEFAULT = default_policy_text()
 
 def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
     policy = load_policy(DEFAULT)
-    assert policy.version == "2026-11-2"
+    assert policy.version == "2026-12-1"
     assert policy.base_currency == "USD"
     assert [level.name for level in policy.tier.levels] == ["platinum", "gold", "silver", "bronze"]
     assert {"EUR", "GBP", "JPY", "BRL", "CHF"} <= set(policy.fx)
@@ -33,11 +35,26 @@ def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
             "tier.levels[1].min_revenue: must be a decimal",
         ),
         ("window_days = 365", "window_days = 365\nwindwo = 1", "tier.windwo: unknown key"),
-        ('version = "2026-11-2"', 'version = ""', "version: must be a non-empty string"),
+        ('version = "2026-12-1"', 'version = ""', "version: must be a non-empty string"),
         ('base_currency = "USD"', 'base_currency = "usd"', "base_currency: must be an ISO 4217"),
-        ("critical = 70", "critical = 40", "churn.levels: must satisfy watch < warning < critical"),
-        ("urgent = 24", "urgent = 0", "churn.tickets.sla_hours.urgent: must be >= 1"),
-        ("resolve_margin = 10", "resolve_margin = 60", "alert.resolve_margin: must be smaller"),
+        (
+            'critical = "98.5"',
+            'critical = "40"',
+            "churn.levels: must satisfy watch < warning < critical",
+        ),
+        ('critical = "98.5"', 'critical = "98.55"', "at most one decimal place"),
+        (
+            'critical = "98.5"',
+            "critical = 101",
+            "churn.levels.critical: must be between 0 and 100 points",
+        ),
+        (
+            "urgent = 24",
+            "urgent = 0",
+            "churn.signals.tickets_past_sla.sla_hours.urgent: must be >= 1",
+        ),
+        ("resolve_margin = 10", "resolve_margin = 98", "alert.resolve_margin: must be smaller"),
+        ("horizon_days = 90", "horizon_days = 0", "churn.horizon_days: must be >= 1"),
         ('"2015-01-01" = "1.2141"', '"2015-01-01" = "0"', 'fx.EUR."2015-01-01": must be > 0'),
         (
             '"2015-01-01" = "1.2141"',
@@ -52,8 +69,29 @@ def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
             "lifecycle.churned_after",
         ),
         ("min_purchases = 6 ", "min_purchases = 20 ", "tier.levels[1]: levels must be ordered"),
-        ("weight = 70", "weight = true", "churn.inactivity.weight: must be an integer"),
-        ('start_intervals = "1.0"', 'start_intervals = "0.1234567"', "at most 6 decimal places"),
+        (
+            'intercept = "0.126651"',
+            'intercept = "0.1234567"',
+            "churn.intercept: must have at most 6",
+        ),
+        ("intercept = ", "intercept = 1.5 #", "churn.intercept: must be a decimal string"),
+        (
+            "at = [0, 7, 14, 30,",
+            "at = [0, 14, 7, 30,",
+            "churn.signals.recency.at: knots must be strictly increasing",
+        ),
+        ("at = [0, 7, 14, 30,", "at = [7, 14, 30,", "churn.signals.recency.logit: must have one"),
+        (
+            "[churn.signals.subscription]",
+            "[churn.signals.subscriptions]",
+            "churn.signals.subscription: is required",
+        ),
+        (
+            "[churn.signals.subscription]\n",
+            "[churn.signals.subscription]\nweight = 1\n",
+            "churn.signals.subscription.weight: unknown key",
+        ),
+        ("[churn.signals.recency]\nat = [0", '[churn.signals.recency]\nat = ["x"', "not a decimal"),
     ],
 )
 def test_an_invalid_policy_is_refused_with_the_key_path(old: str, new: str, message: str) -> None:
@@ -129,7 +167,7 @@ def test_an_event_in_a_currency_without_rates_is_left_out_of_revenue_and_named()
     tier = next(r for r in view.reasons if r.rule == "tier.upgrade")
     assert "XAF" in tier.message
     assert tier.inputs["excluded_no_fx_rate"] == {"XAF": 1}
-    assert tier.policy_version == "2026-11-2"
+    assert tier.policy_version == "2026-12-1"
 
 
 def test_money_in_other_currencies_is_converted_exactly_at_the_event_date() -> None:
@@ -138,3 +176,19 @@ def test_money_in_other_currencies_is_converted_exactly_at_the_event_date() -> N
     view = snapshot(fold("c", events, policy, as_of=at(3)))
     # 2024 events: the EUR rate of 2022-07-01 and the JPY rate of 2022-11-01 apply
     assert view.net_revenue_base == Decimal("110.980000")
+
+
+def test_a_time_curve_that_falls_is_refused_because_scores_must_only_rise_between_events() -> None:
+    text = simple_policy_text(curves={"recency": ([0, 30, 60], ["0", "1", "0.5"])})
+    with pytest.raises(
+        PolicyError, match=r"churn\.signals\.recency\.logit: recency may only raise"
+    ):
+        load_policy(text)
+
+
+def test_the_score_cuts_read_as_rounded_percentages_of_the_log_odds() -> None:
+    policy = load_policy(DEFAULT)
+    for steps, cut in enumerate(policy.churn.cuts, start=1):
+        # at the cut the probability rounds to `steps` tenths of a percent; just below, not
+        assert round(1000 / (1 + math.exp(-cut / 1e6)) + 1e-9) >= steps
+        assert 1000 / (1 + math.exp(-(cut - 1) / 1e6)) < steps - 0.5 + 1e-6

@@ -14,23 +14,22 @@ import pytest
 
 from adapters.simulate import simulate
 from domain.interactions import parse_interaction
-from infra.bootstrap import default_policy_text
 from projections import (
     Change,
     CustomerState,
     InputEvent,
     fold,
     initial_state,
-    load_policy,
     next_deadline,
     snapshot,
 )
 from projections.messages import CustomerEvent, WireError
 from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
 from streams.projector import Projector, parse_customer_event
+from tests.unit.quality.policies import simple_policy
 from tests.unit.quality.simulate import at, event, purchase
 
-POLICY = load_policy(default_policy_text())
+POLICY = simple_policy()  # round curves: a small population raises alerts
 OPEN = {"raised", "escalated", "acknowledged", "snoozed"}
 
 
