@@ -722,7 +722,9 @@ def _add_tools(
             f"projections caught up after {result.caught_up_seconds:.1f} s"
         )
         _print_distribution(views, result.as_of)
-        alerts = sorted((v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"]))
+        alerts = sorted(
+            (v for v in views if v["alert_open"]), key=lambda v: -float(v["churn_score"])
+        )
         _print_alerts(alerts[:10], total=len(alerts))
         if result.replay_customer:
             steps = result.replay
@@ -760,7 +762,9 @@ def _offline_demo(open_runtime: OpenRuntime, err: Console, sample: Path) -> None
         snapshots = list(runtime.reader.all_customers(as_of=SAMPLE_AS_OF))
         views = [v.to_dict() for v in snapshots]
         _print_distribution(views, SAMPLE_AS_OF)
-        alerts = sorted((v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"]))
+        alerts = sorted(
+            (v for v in views if v["alert_open"]), key=lambda v: -float(v["churn_score"])
+        )
         _print_alerts(alerts[:8], total=len(alerts))
         customer_id = alerts[0]["customer_id"] if alerts else views[0]["customer_id"]
         history = runtime.store.history(customer_id)

@@ -201,8 +201,10 @@ def _drive(
     store = build_store(settings, url, master_key, as_role=settings.app_role)
     try:
         views = [dict(model.snapshot) for model in ReadModelStore(store).all()]
+        # the riskiest customer with an open alert, else the riskiest one still engaged
         at_risk = sorted(
-            (v for v in views if v["alert_open"]), key=lambda v: -int(v["churn_score"])
+            (v for v in views if v["lifecycle_stage"] not in ("prospect", "churned")),
+            key=lambda v: (not v["alert_open"], -float(v["churn_score"]), v["customer_id"]),
         )
         customer = at_risk[0]["customer_id"] if at_risk else None
         steps = (

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -57,11 +59,25 @@ def scratch_database(admin_url: str) -> Iterator[str]:
         yield url
 
 
+@functools.cache
+def alerting_policy() -> Path:
+    """A policy file whose alerts fire within weeks of silence (round curves, see
+    `tests.unit.quality.policies`): pipeline tests check alert mechanics on plenty of
+    alerts; the packaged default's own quality is judged by the unit tests."""
+    from tests.unit.quality.policies import ALERTING, simple_policy_text  # noqa: PLC0415
+
+    handle, name = tempfile.mkstemp(prefix="eventcrm-test-policy-", suffix=".toml")
+    with os.fdopen(handle, "w") as file:
+        file.write(simple_policy_text(curves=ALERTING))
+    return Path(name)
+
+
 def settings_for(url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": url,
         "master_key": TEST_MASTER_KEY,
         "home": Path("/nonexistent-eventcrm-home"),
+        "policy": alerting_policy(),
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

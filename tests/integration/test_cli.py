@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, alerting_policy
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,15 @@ SAMPLE = Path(__file__).parents[2] / "infra" / "samples" / "interactions.jsonl"
 AS_OF = "2026-01-01T00:00:00Z"
 
 
-def run(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    database_url: str, *args: str, check: bool = True, policy: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "EVENTCRM_DATABASE_URL": database_url,
         "EVENTCRM_MASTER_KEY": TEST_MASTER_KEY,
         "EVENTCRM_HOME": "/nonexistent-eventcrm-home",
+        **({"EVENTCRM_POLICY": str(policy)} if policy else {}),
     }
     command = [str(Path(sys.executable).parent / "eventcrm"), *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -74,7 +77,7 @@ def test_import_history_customer_replay_export_and_alerts_work_on_one_store(
     assert len(rows) == 300
     assert {row["customer_id"] for row in rows} >= {"cust-00007"}
     same = next(r for r in rows if r["customer_id"] == "cust-00007")
-    assert int(same["churn_score"]) == view["churn_score"]
+    assert float(same["churn_score"]) == view["churn_score"]
 
     open_alerts = json.loads(run(url, "alerts", "list", "--as-of", AS_OF, "--json").stdout)
     assert open_alerts, "the sample's silent customers must have alerts by 2026"
@@ -114,10 +117,13 @@ def test_an_open_alert_can_be_acknowledged_and_the_action_is_folded(
         capture_output=True,
         env={**os.environ, "EVENTCRM_DATABASE_URL": url, "EVENTCRM_MASTER_KEY": TEST_MASTER_KEY},
     )
-    before = json.loads(run(url, "customer", "quiet-1", "--json").stdout)
+    policy = alerting_policy()
+    before = json.loads(run(url, "customer", "quiet-1", "--json", policy=policy).stdout)
     assert before["alert_open"], before
-    result = run(url, "alerts", "ack", "quiet-1", "--by", "kim", "--reason", "calling")
+    result = run(
+        url, "alerts", "ack", "quiet-1", "--by", "kim", "--reason", "calling", policy=policy
+    )
     assert "acknowledged" in result.stdout
-    after = json.loads(run(url, "customer", "quiet-1", "--json").stdout)
+    after = json.loads(run(url, "customer", "quiet-1", "--json", policy=policy).stdout)
     assert after["alert_state"] == "acknowledged"
     assert after["alert_id"] == before["alert_id"]

@@ -73,7 +73,9 @@ def test_verify_fails_on_missing_and_stale_read_models_not_only_on_unequal_ones(
     assert found.pop("stale_read_model") == 1
     assert set(found) <= {"differs"}, found  # the stale row may also disagree field by field
     checks = report["checks"]
-    assert sorted(e["customer_id"] for e in checks["missing_read_model"]["examples"]) == deleted
+    assert sorted(e["customer_id"] for e in checks["missing_read_model"]["examples"]) == sorted(
+        deleted
+    )
     assert [e["customer_id"] for e in checks["stale_read_model"]["examples"]] == [stale[0]]
     assert report["lag"]["stale_read_models"] == 1
     assert report["lag"]["missing_read_models"] == 2

@@ -38,13 +38,13 @@ def test_the_packaged_default_policy_loads_and_names_its_version() -> None:
         ('version = "2026-12-1"', 'version = ""', "version: must be a non-empty string"),
         ('base_currency = "USD"', 'base_currency = "usd"', "base_currency: must be an ISO 4217"),
         (
-            'critical = "98.5"',
+            'critical = "97.5"',
             'critical = "40"',
             "churn.levels: must satisfy watch < warning < critical",
         ),
-        ('critical = "98.5"', 'critical = "98.55"', "at most one decimal place"),
+        ('critical = "97.5"', 'critical = "97.55"', "at most one decimal place"),
         (
-            'critical = "98.5"',
+            'critical = "97.5"',
             "critical = 101",
             "churn.levels.critical: must be between 0 and 100 points",
         ),

@@ -54,3 +54,9 @@ def simple_policy(*, resolve_margin: int = 10, **levels: int) -> Policy:
 def percent(logit: float) -> float:
     """The score (percent, one decimal) of a log-odds, as the fold rounds it."""
     return round(100 / (1 + math.exp(-logit)), 1)
+
+
+ALERTING: dict[str, tuple[list[Any], list[str]]] = {
+    "recency": ([0, 30, 60, 90, 180, 365], ["0", "1", "3", "4", "5", "6"]),
+}
+"""For pipeline tests: a customer silent for a month is at watch, for two at warning."""
