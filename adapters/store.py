@@ -564,6 +564,10 @@ class CustomerStore(Application[UUID]):
             conn.transaction(),
             conn.cursor(name="eventcrm_verify_scan") as curs,
         ):
+            # One consistent snapshot, read while the caller works between batches
+            # (a backtest replays every customer): a read-only scan may sit idle in its
+            # transaction for longer than the pool's writer timeout allows.
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             curs.itersize = batch_rows
             curs.execute(statement)
             for row in curs:
