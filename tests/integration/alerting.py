@@ -32,18 +32,19 @@ BAD: Sequence[tuple[bytes, bytes]] = ((b"bad-1", b"{broken"), (b"bad-2", b'{"kin
 
 @dataclass(frozen=True)
 class AlertingRun:
+    bootstrap: str
     names: TopicNames
     database_url: str
     settings: Settings
     published: int
     stored: int
 
-    def messages(self, bootstrap: str, topic: str) -> list[Any]:
+    def messages(self, topic: str) -> list[Any]:
         """Every record of one of the run's topics (by consuming: Tansu's end offsets)."""
-        return read_topic(bootstrap, topic, self.names.partitions()[topic])
+        return read_topic(self.bootstrap, topic, self.names.partitions()[topic])
 
-    def alerts(self, bootstrap: str) -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in self.messages(bootstrap, self.names.churn_alerts)]
+    def alerts(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.messages(self.names.churn_alerts)]
 
 
 def _count(url: str, table: str) -> int:
@@ -110,6 +111,7 @@ def run_alerting_pipeline(
         serving.join(timeout=30)
     assert not serving.is_alive(), "the roles did not stop"
     return AlertingRun(
+        bootstrap=bootstrap,
         names=names,
         database_url=database_url,
         settings=settings,

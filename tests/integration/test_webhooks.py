@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,10 +26,9 @@ import pytest
 from adapters.crypto import MasterKey
 from adapters.webhooks import add_subscription, list_subscriptions, notification_of
 from infra.bootstrap import build_store
-from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import Tuning, run_roles
-from tests.conftest import TEST_MASTER_KEY, scratch_database, settings_for
-from tests.integration.alerting import AlertingRun, run_alerting_pipeline
+from tests.conftest import TEST_MASTER_KEY, settings_for
+from tests.integration.alerting import AlertingRun
 from tests.integration.test_pipeline import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,34 +48,6 @@ def load_example(name: str) -> ModuleType:
 
 
 receiver_example = load_example("webhook_receiver")
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with embedded_broker() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def run(broker: EmbeddedBroker, pg_admin_url: str) -> Iterator[AlertingRun]:
-    """One pipeline run whose `churn-alerts` every test here delivers (each into a
-    database of its own, so each deliverer starts from the topic's beginning)."""
-    with scratch_database(pg_admin_url) as url:
-        stores = []
-
-        def make_store(url: str, **overrides: object) -> Any:
-            settings = settings_for(url, **overrides)
-            store = build_store(
-                settings, url, MasterKey.from_text(TEST_MASTER_KEY), as_role=settings.app_role
-            )
-            stores.append(store)
-            return store
-
-        try:
-            yield run_alerting_pipeline(broker.bootstrap, url, make_store, customers=50, seed=31)
-        finally:
-            for store in stores:
-                store.close()
 
 
 def expected_keys(alerts: list[dict[str, Any]], levels: set[str]) -> set[str]:
@@ -148,12 +119,12 @@ def subscribe(url: str, receiver_url: str, levels: str) -> int:
     return added.id
 
 
-def cli_env(url: str, run: AlertingRun, broker: EmbeddedBroker) -> dict[str, str]:
+def cli_env(url: str, run: AlertingRun) -> dict[str, str]:
     return {
         **os.environ,
         "EVENTCRM_DATABASE_URL": psycopg.conninfo.make_conninfo(url, user="eventcrm_app"),
         "EVENTCRM_MASTER_KEY": TEST_MASTER_KEY,
-        "EVENTCRM_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "EVENTCRM_KAFKA_BOOTSTRAP": run.bootstrap,
         "EVENTCRM_TOPIC_PREFIX": run.names.prefix,
         "EVENTCRM_POLICY": str(run.settings.policy),
     }
@@ -166,9 +137,9 @@ def eventcrm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def test_every_delivery_is_signed_and_a_dead_endpoint_is_listed_then_gets_every_alert(
-    broker: EmbeddedBroker, run: AlertingRun, fresh_database_url: str
+    alerting: AlertingRun, fresh_database_url: str
 ) -> None:
-    alerts = run.alerts(broker.bootstrap)
+    alerts = alerting.alerts()
     everything = expected_keys(alerts, {"warning", "critical"})
     critical = expected_keys(alerts, {"critical"})
     assert len(everything) > len(critical) > 0, "the alerting policy raises both levels"
@@ -182,12 +153,12 @@ def test_every_delivery_is_signed_and_a_dead_endpoint_is_listed_then_gets_every_
     assert forged.status_code == 401
 
     stop = threading.Event()
-    settings = settings_for(fresh_database_url, topic_prefix=run.names.prefix)
+    settings = settings_for(fresh_database_url, topic_prefix=alerting.names.prefix)
     serving = threading.Thread(
         target=run_roles,
         args=(settings, {"webhooks"}, stop),
         kwargs={
-            "bootstrap": broker.bootstrap,
+            "bootstrap": alerting.bootstrap,
             "app_url": fresh_database_url,
             "master_key": MasterKey.from_text(TEST_MASTER_KEY),
             "as_role": settings.app_role,
@@ -205,7 +176,7 @@ def test_every_delivery_is_signed_and_a_dead_endpoint_is_listed_then_gets_every_
             return down.status == "dead"
 
         wait_until(down_is_dead, timeout=60, what="the failing endpoint marked dead")
-        listed = eventcrm(cli_env(fresh_database_url, run, broker), "webhook", "list", "--json")
+        listed = eventcrm(cli_env(fresh_database_url, alerting), "webhook", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         by_id = {s["id"]: s for s in json.loads(listed.stdout)}
         assert by_id[down_id]["status"] == "dead"
@@ -259,9 +230,9 @@ def delivered_count(url: str) -> tuple[int, int]:
 
 
 def test_a_deliverer_killed_mid_delivery_and_restarted_loses_nothing(
-    broker: EmbeddedBroker, run: AlertingRun, fresh_database_url: str
+    alerting: AlertingRun, fresh_database_url: str
 ) -> None:
-    alerts = run.alerts(broker.bootstrap)
+    alerts = alerting.alerts()
     everything = expected_keys(alerts, {"warning", "critical"})
     in_flight = threading.Event()
     calls: list[float] = []
@@ -275,7 +246,7 @@ def test_a_deliverer_killed_mid_delivery_and_restarted_loses_nothing(
 
     receiver = Receiver(fail=slow)
     subscribe(fresh_database_url, receiver.url, "warning,critical")
-    env = cli_env(fresh_database_url, run, broker)
+    env = cli_env(fresh_database_url, alerting)
     serving = subprocess.Popen(
         [EVENTCRM, "serve", "--role", "webhooks"],
         env=env,
