@@ -127,3 +127,49 @@ def test_the_publisher_refuses_an_invalid_interaction_before_sending_it(
     [record] = read_all(alerting.bootstrap, topic, 1, idle=1.0)
     assert record.key == b"c-1"
     assert orjson.loads(record.value) == good
+
+
+def test_the_publish_example_sends_and_shows_a_client_side_rejection(
+    alerting: AlertingRun,
+) -> None:
+    topic = f"ex{uuid.uuid4().hex[:8]}.interactions"
+    ensure_topics(alerting.bootstrap, [topic], partitions=1)
+    example = Path(__file__).parents[2] / "docs" / "examples" / "publish.py"
+    ran = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            "kafka",
+            "--bootstrap",
+            alerting.bootstrap,
+            "--topic",
+            topic,
+            "--run",
+            "t1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "published example-t1-1" in ran.stdout
+    assert "rejected before sending: invalid_currency (currency)" in ran.stdout
+    records = read_all(alerting.bootstrap, topic, 1, idle=1.0)
+    assert [orjson.loads(r.value)["event_id"] for r in records] == ["example-t1-1", "example-t1-2"]
+
+
+def test_schema_prints_each_topic_schema_and_the_input_contract_without_a_topic() -> None:
+    eventcrm = str(Path(sys.executable).parent / "eventcrm")
+    for topic in TOPICS:
+        printed = subprocess.run(
+            [eventcrm, "schema", "--topic", f"eventcrm.{topic}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert orjson.loads(printed.stdout)["$id"] == f"urn:eventcrm:topic:{topic}:v1"
+    contract = subprocess.run(
+        [eventcrm, "schema"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert orjson.loads(contract.stdout)["title"] == "eventcrm interaction"

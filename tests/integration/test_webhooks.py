@@ -279,3 +279,62 @@ def test_a_deliverer_killed_mid_delivery_and_restarted_loses_nothing(
     assert receiver.keys() == everything, "nothing lost"
     # At least once: only the delivery in flight at the kill may have come twice.
     assert len(calls) <= len(everything) + 1
+
+
+def test_webhook_commands_add_list_and_remove_with_coded_errors(
+    alerting: AlertingRun, fresh_database_url: str
+) -> None:
+    env = cli_env(fresh_database_url, alerting)
+    added = eventcrm(env, "webhook", "add", "https://ops.example.com/hook", "--levels", "critical")
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.splitlines()[-1]
+    assert secret.startswith("whsec_"), "the generated secret, alone on the last line"
+    env_secret = {**env, "OPS_HOOK_SECRET": "whsec_from-the-environment"}
+    from_env = eventcrm(
+        env_secret,
+        "webhook",
+        "add",
+        "https://pager.example.com/hook",
+        "--levels",
+        "warning,critical",
+        "--secret-from-env",
+        "OPS_HOOK_SECRET",
+    )
+    assert from_env.returncode == 0, from_env.stderr
+    assert "whsec_" not in from_env.stdout + from_env.stderr, "a secret it was given is not shown"
+
+    listed = eventcrm(env, "webhook", "list", "--json")
+    subscriptions = json.loads(listed.stdout)
+    assert [(s["url"], s["levels"], s["status"], s["secret_source"]) for s in subscriptions] == [
+        ("https://ops.example.com/hook", ["critical"], "active", "generated"),
+        (
+            "https://pager.example.com/hook",
+            ["warning", "critical"],
+            "active",
+            "env:OPS_HOOK_SECRET",
+        ),
+    ]
+    assert secret not in listed.stdout
+    with psycopg.connect(fresh_database_url) as conn:
+        stored = conn.execute("SELECT secret FROM webhook_subscriptions").fetchall()
+    assert all(secret.encode() not in bytes(row[0]) for row in stored), "stored wrapped"
+
+    removed = eventcrm(env, "webhook", "remove", str(subscriptions[0]["id"]))
+    assert removed.returncode == 0, removed.stderr
+    left = json.loads(eventcrm(env, "webhook", "list", "--json").stdout)
+    assert [s["url"] for s in left] == ["https://pager.example.com/hook"]
+
+    for args, code in [
+        (("webhook", "add", "ops.example.com/hook"), "invalid_url"),
+        (("webhook", "add", "https://x.example/h", "--levels", "watch"), "invalid_levels"),
+        (
+            ("webhook", "add", "https://x.example/h", "--secret-from-env", "NOPE_UNSET"),
+            "missing_secret",
+        ),
+        (("webhook", "remove", "999"), "unknown_webhook"),
+        (("schema", "--topic", "nonsense"), "unknown_topic"),
+    ]:
+        failed = eventcrm(env, *args)
+        assert failed.returncode == 2, (args, failed.stderr)
+        assert f"[{code}]" in failed.stderr
+        assert "Traceback" not in failed.stderr
