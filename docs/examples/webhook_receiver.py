@@ -55,6 +55,8 @@ def make_server(
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: eventcrm reuses its connection
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if not verify(secret, self.headers.get(SIGNATURE_HEADER), body):
