@@ -197,6 +197,8 @@ def serve_role(
         **os.environ,
         "EVENTCRM_DATABASE_URL": psycopg.conninfo.make_conninfo(url, user="eventcrm_app"),
         "EVENTCRM_MASTER_KEY": settings_for(url).master_key or "",
+        # the policy the tests replay with (settings_for's alerting test policy)
+        "EVENTCRM_POLICY": str(settings_for(url).policy),
         "EVENTCRM_KAFKA_BOOTSTRAP": broker.bootstrap,
         "EVENTCRM_TOPIC_PREFIX": prefix,
         "EVENTCRM_KAFKA_SESSION_TIMEOUT_SECONDS": "2",
