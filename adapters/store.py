@@ -212,6 +212,11 @@ class CustomerStore(Application[UUID]):
         assert isinstance(datastore, PostgresDatastore)
         return datastore
 
+    @property
+    def master_key(self) -> MasterKey:
+        """The key that wraps customers' data keys (and webhook signing secrets)."""
+        return self._master_key
+
     def construct_transcoder(self) -> Transcoder:
         return self.state_transcoder
 
