@@ -116,6 +116,34 @@ class Keyring:
                 forgotten |= lost
         return keys, forgotten
 
+    @property
+    def master_key_id(self) -> str:
+        return self._master.key_id
+
+    def drop(self, customer: UUID) -> None:
+        """Forget a cached key (after another connection shredded it)."""
+        self._cache.pop(customer, None)
+
+    def check_master(self) -> None:
+        """Refuse a master key other than the one this store's data keys were wrapped
+        with, before anything is decrypted: the key id is a check value of the key
+        (docs/privacy.md). Reads the two ends of an index, not the table."""
+        table = Identifier(self._datastore.schema, DATA_KEYS_TABLE)
+        statement = SQL(
+            "(SELECT master_key_id FROM {t} ORDER BY master_key_id LIMIT 1) UNION "
+            "(SELECT master_key_id FROM {t} ORDER BY master_key_id DESC LIMIT 1)"
+        ).format(t=table)
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement)
+            ids = sorted(row["master_key_id"] for row in curs.fetchall())
+        others = [i for i in ids if i != self._master.key_id]
+        if others:
+            raise WrongMasterKeyError(
+                f"customer data keys in this store were wrapped by master key "
+                f"{others[0]}, EVENTCRM_MASTER_KEY is key {self._master.key_id}",
+                hint="set EVENTCRM_MASTER_KEY to the key this store was written with",
+            )
+
     def forget(self, customer: UUID) -> None:
         """Shred the key, leaving a tombstone so no new key is ever made for this customer."""
         with self._datastore.transaction(commit=True) as curs:
