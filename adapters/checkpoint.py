@@ -122,7 +122,7 @@ def _heads_sql(schema: str) -> Any:
     events = Identifier(schema, EVENTS_TABLE)
     return SQL(
         "SELECT h.originator_id, h.originator_version, h.chain_hash, h.notification_id,"
-        " convert_from(f.state, 'UTF8')::jsonb ->> 'customer_id' AS customer_id "
+        " eventcrm_try_jsonb(f.state) ->> 'customer_id' AS customer_id "
         "FROM (SELECT DISTINCT ON (originator_id) originator_id, originator_version,"
         "  chain_hash, notification_id FROM {e} ORDER BY originator_id, originator_version DESC) h "
         "LEFT JOIN {e} f ON f.originator_id = h.originator_id AND f.originator_version = 1 "
@@ -259,7 +259,7 @@ def _scan(
     statement = SQL(
         "SELECT originator_id, originator_version, chain_hash, notification_id,"
         " CASE WHEN originator_version = 1"
-        "  THEN convert_from(state, 'UTF8')::jsonb ->> 'customer_id' END AS customer_id "
+        "  THEN eventcrm_try_jsonb(state) ->> 'customer_id' END AS customer_id "
         "FROM {} ORDER BY originator_id, originator_version"
     ).format(Identifier(store.datastore.schema, EVENTS_TABLE))
     with (

@@ -206,7 +206,7 @@ class Eraser:
             curs.execute(
                 SQL(
                     "SELECT count(*) AS n FROM {} WHERE originator_id = %s AND "
-                    "convert_from(state, 'UTF8')::jsonb ->> 'personal' IS NOT NULL"
+                    "eventcrm_try_jsonb(state) ->> 'personal' IS NOT NULL"
                 ).format(t["events"]),
                 (customer,),
             )

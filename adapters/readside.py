@@ -3,7 +3,7 @@ read commands, the relay (which publishes it) and `verify`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -117,11 +117,26 @@ class ProjectionReader:
         steps = replay(customer_id, [e for e, _ in timed], self.policy, as_of=as_of)
         return steps, arrivals(timed)
 
-    def histories(self, *, known_at: datetime | None = None) -> Iterator[History]:
+    def histories(
+        self,
+        *,
+        known_at: datetime | None = None,
+        on_damaged: Callable[[str, int], None] | None = None,
+    ) -> Iterator[History]:
         """Every customer's inputs, streaming the events table once in customer order
-        (only events recorded by `known_at`, and only customers known by then)."""
+        (only events recorded by `known_at`, and only customers known by then). A damaged
+        event raises `DamagedEventError`, or, with ``on_damaged``, is reported to it
+        (customer id, version) and skipped."""
         current: History | None = None
-        for originator, version, topic, state in self._store.scan_stored_events():
+        report = None
+        if on_damaged is not None:
+            damaged = on_damaged
+
+            def report(customer: UUID, version: int) -> None:
+                known = current is not None and current.customer == customer
+                damaged(current.customer_id if known and current else str(customer), version)
+
+        for originator, version, topic, state in self._store.scan_stored_events(on_damaged=report):
             if current is None or originator != current.customer:
                 if current is not None and current.version:
                     yield current

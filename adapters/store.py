@@ -525,15 +525,23 @@ class CustomerStore(Application[UUID]):
         return events
 
     def scan_stored_events(
-        self, *, batch_rows: int = 20_000
+        self,
+        *,
+        batch_rows: int = 20_000,
+        on_damaged: Callable[[UUID, int], None] | None = None,
     ) -> Iterator[tuple[UUID, int, str, dict[str, Any]]]:
-        """Every stored event, customer by customer in version order (server-side cursor)."""
+        """Every stored event, customer by customer in version order (server-side cursor).
+        An event whose bytes do not decode raises `DamagedEventError`, or, with
+        ``on_damaged``, is reported to it and skipped."""
         decode = self.state_transcoder.decode
         for customer, version, topic, state, _ in self._scan_events(batch_rows):
             try:
                 decoded = decode(state)
             except DECODE_ERRORS:
-                raise DamagedEventError(str(customer), version) from None
+                if on_damaged is None:
+                    raise DamagedEventError(str(customer), version) from None
+                on_damaged(customer, version)
+                continue
             yield customer, version, topic, decoded
 
     def last_positions(self) -> dict[UUID, int]:

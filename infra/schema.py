@@ -214,6 +214,14 @@ def _v6(role: str) -> list[sql.Composed | sql.SQL]:
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS customer_keys_master_key_idx ON {} (master_key_id)"
         ).format(sql.Identifier(DATA_KEYS_TABLE)),
+        # Checks that read stored bytes as JSON fall back to this when a row is damaged
+        # (NULL instead of an error), so one bad row cannot stop `verify`.
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION eventcrm_try_jsonb(data bytea) RETURNS jsonb "
+            "LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+            "RETURN convert_from(data, 'UTF8')::jsonb; "
+            "EXCEPTION WHEN others THEN RETURN NULL; END $$"
+        ),
     ]
 
 
