@@ -12,16 +12,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-import orjson
 import typer
 from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
 from adapters.checker import Broker, verify
-from adapters.checkpoint import Checkpoint, take, write_file
 from adapters.checkpoint import compare as compare_checkpoint
 from adapters.checkpoint import load_file as load_checkpoint
+from adapters.checkpoint import publish as publish_checkpoint
+from adapters.checkpoint import take, write_file
 from adapters.erasure import Eraser, Receipt, Tombstones
 from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
@@ -53,13 +53,6 @@ class AuditKafka(Protocol):
     def topics(self) -> TopicNames: ...
 
     def producer(self) -> KafkaProducer: ...
-
-
-def publish_checkpoint(producer: KafkaProducer, topics: TopicNames, checkpoint: Checkpoint) -> None:
-    """The checkpoint's summary (root, position, counts) on the `checkpoints` topic: a
-    copy of the root that no database superuser can reach. The heads stay in the file."""
-    producer.send(topics.checkpoints, key=b"checkpoint", value=orjson.dumps(checkpoint.summary()))
-    producer.flush()
 
 
 def add_audit_commands(
@@ -160,7 +153,7 @@ def _add_checkpoint(
         published = None
         if broker() is not None:
             with open_kafka() as kafka:
-                publish_checkpoint(kafka.producer(), kafka.topics, checkpoint)
+                publish_checkpoint(kafka.producer(), kafka.topics.checkpoints, checkpoint)
                 published = kafka.topics.checkpoints
         summary = {**checkpoint.summary(), "file": str(out), "published_to": published}
         if as_json:

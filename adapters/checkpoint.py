@@ -24,8 +24,10 @@ node is carried up unpaired), so no leaf can pose as a node.
 
 from __future__ import annotations
 
+import logging
 import struct
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import sha256
@@ -34,12 +36,15 @@ from typing import Any, Final
 from uuid import UUID
 
 import orjson
+from kafka import KafkaProducer
 from psycopg.sql import SQL, Identifier
 
 from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerStore
 from domain.customer import customer_uuid
 from domain.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS_TABLE: Final = "checkpoints"
 FORMAT: Final = "eventcrm-checkpoint/1"
@@ -161,6 +166,37 @@ def take(store: CustomerStore, *, now: datetime) -> Checkpoint:
     assert row is not None
     checkpoint.checkpoint_id = int(row["id"])
     return checkpoint
+
+
+def publish(producer: KafkaProducer, topic: str, checkpoint: Checkpoint) -> None:
+    """The checkpoint's summary (root, position, counts) on the `checkpoints` topic: a
+    copy of the root that no database superuser can reach. The heads stay in the file."""
+    producer.send(topic, key=b"checkpoint", value=orjson.dumps(checkpoint.summary()))
+    producer.flush()
+
+
+def run_periodically(
+    store: CustomerStore,
+    producer: KafkaProducer,
+    topic: str,
+    stop: threading.Event,
+    *,
+    interval: float,
+    clock: Callable[[], datetime],
+    directory: Path | None = None,
+) -> None:
+    """`serve`'s periodic step: a checkpoint every ``interval`` seconds until ``stop``,
+    stored, published, and written to ``directory`` if given. A failed round is logged
+    and retried at the next one (the next checkpoint covers everything anyway)."""
+    while not stop.wait(interval):
+        try:
+            checkpoint = take(store, now=clock())
+            if directory is not None:
+                write_file(checkpoint, directory / f"checkpoint-{checkpoint.checkpoint_id}.json")
+            publish(producer, topic, checkpoint)
+            log.info("checkpoint %s: root %s", checkpoint.checkpoint_id, checkpoint.root)
+        except Exception:
+            log.exception("checkpoint failed; retrying in %.0f s", interval)
 
 
 def encode(checkpoint: Checkpoint) -> bytes:

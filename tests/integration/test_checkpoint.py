@@ -224,3 +224,42 @@ def test_a_damaged_row_is_broken_in_history_and_refused_by_customer(
     assert report["history"]["breaks"][0]["customer_id"] == "tc-0"
     assert report["history"]["breaks"][0]["version"] == 3
     assert report["checks"]["damaged_event"]["examples"] == [{"customer_id": "tc-0", "version": 3}]
+
+
+def test_the_periodic_step_stores_writes_and_publishes_checkpoints(
+    fresh_database_url: str, make_store: StoreFactory, tmp_path: Path
+) -> None:
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from adapters.checkpoint import load_file, run_periodically  # noqa: PLC0415
+    from adapters.topics import ensure_topics, read_topic  # noqa: PLC0415
+    from infra.broker import embedded_broker  # noqa: PLC0415
+    from infra.kafka import producer  # noqa: PLC0415
+
+    store = make_store(fresh_database_url)
+    store.record([purchase("tp-1", 1)])
+    with embedded_broker() as broker:
+        topic = f"t{uuid.uuid4().hex[:8]}.checkpoints"
+        ensure_topics(broker.bootstrap, [topic], partitions=1)
+        stop = threading.Event()
+        step = threading.Thread(
+            target=run_periodically,
+            args=(store, producer(broker.bootstrap), topic, stop),
+            kwargs={"interval": 0.2, "clock": lambda: datetime.now(UTC), "directory": tmp_path},
+        )
+        step.start()
+        try:
+            while len(list(tmp_path.glob("checkpoint-*.json"))) < 2 and step.is_alive():
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            step.join()
+        files = sorted(tmp_path.glob("checkpoint-*.json"))
+        assert len(files) >= 2
+        checkpoint = load_file(files[0])
+        assert [(h.customer_id, h.version) for h in checkpoint.heads] == [("tp-1", 2)]
+        published = [json.loads(r.value) for r in read_topic(broker.bootstrap, topic)]
+        assert checkpoint.root in {m["root"] for m in published}
