@@ -89,6 +89,7 @@ def add_audit_commands(
                 code="invalid_option",
                 hint="verify --history --against FILE",
             )
+        checkpoint = load_checkpoint(against) if against is not None else None
         with open_runtime() as runtime:
             report = verify(
                 runtime.store,
@@ -99,9 +100,7 @@ def add_audit_commands(
             )
             chains = runtime.store.verify_chains() if history else None
             compared = (
-                compare_checkpoint(runtime.store, load_checkpoint(against))
-                if against is not None
-                else None
+                compare_checkpoint(runtime.store, checkpoint) if checkpoint is not None else None
             )
         ok = report.ok and (chains is None or chains.ok) and (compared is None or compared.ok)
         result = {**report.to_dict(), "ok": ok}
