@@ -228,17 +228,27 @@ def test_the_dlq_gets_a_tombstone_and_a_resend_after_a_wipe_carries_no_personal_
     names = TopicNames(prefix=f"t{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, names.all(), partitions=dict.fromkeys(names.all(), 1))
     store = make_store(fresh_database_url)
-    store.record([Item(bad_line(TARGET, 1)), Item(bad_line(OTHER, 1))])
+    store.record(
+        [
+            Item(bad_line(TARGET, 1)),
+            Item(bad_line(OTHER, 1)),
+            Item({k: v for k, v in bad_line(TARGET, 2).items() if k != "currency"}),  # valid
+        ]
+    )
 
     def relay(dlq_topic: str, incarnation: str) -> None:
-        Relay(
+        running = Relay(
             store,
             producer(broker.bootstrap),
             events_topic=names.customer_events,
             dlq_topic=dlq_topic,
             conninfo=fresh_database_url,
             dlq_incarnation=incarnation,
-        ).publish_dead_letters()
+            events_incarnation=incarnation,
+        )
+        running.publish_dead_letters()
+        while running.publish_events():
+            pass
 
     relay(names.interactions_dlq, "first")
     client = producer(broker.bootstrap)
@@ -265,6 +275,11 @@ def test_the_dlq_gets_a_tombstone_and_a_resend_after_a_wipe_carries_no_personal_
     other = next(m for m in resent if m["customer_id"] == OTHER)
     assert not other["erased"]
     assert other["original"]
+    # customer-events, the other keyed topic the relay writes, never carried any of it;
+    # its re-publication after the erasure carries the Forgotten event, and no plaintext.
+    events = [r.value for r in read_topic(broker.bootstrap, names.customer_events)]
+    assert any(b'"type":"Forgotten"' in v for v in events)
+    assert not [v for v in events if secret_of(TARGET).encode() in v]
 
 
 def load_policy_default() -> Any:
