@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
+from eventsourcing.persistence import DataError
 from kafka.errors import KafkaError
 from psycopg.sql import SQL, Identifier
 
@@ -44,6 +45,7 @@ READ_MODEL_KINDS: Final = (
     "differs",
     "overdue_timer",
     "evaluated_in_future",
+    "damaged_event",
 )
 KEY_KINDS: Final = ("key_without_event", "event_without_key", "key_event_mismatch")
 TOPIC_KINDS: Final = (
@@ -171,6 +173,8 @@ def _read_model_findings(found: Audit, checks: dict[str, Finding], now: datetime
         checks["evaluated_in_future"].add(
             {"customer_id": customer_id, "evaluated_at": evaluated_at.isoformat()}
         )
+    for customer_id, version in found.damaged:
+        checks["damaged_event"].add({"customer_id": customer_id, "version": version})
     seen: set[str] = set()
     for d in found.differences:
         example = {"customer_id": d.customer_id, "field": d.field, "live": d.live}
@@ -178,6 +182,10 @@ def _read_model_findings(found: Audit, checks: dict[str, Finding], now: datetime
         checks["differs"].add(example, count=0 if d.customer_id in seen else 1)
         seen.add(d.customer_id)
 
+
+FAST_JSON: Final = "convert_from(state, 'UTF8')::jsonb"
+SAFE_JSON: Final = "eventcrm_try_jsonb(state)"
+"""The same, NULL for bytes that do not decode (migration v6): the fallback."""
 
 _KEY_FINDINGS = SQL(
     """
@@ -195,7 +203,7 @@ _KEY_FINDINGS = SQL(
         FULL JOIN (
           SELECT originator_id, originator_version, s ->> 'source' AS source,
                  s ->> 'event_id' AS event_id, s ->> 'digest' AS digest
-          FROM {events}, LATERAL (SELECT convert_from(state, 'UTF8')::jsonb AS s) AS j
+          FROM {events}, LATERAL (SELECT {as_json} AS s) AS j
           WHERE topic = %s
         ) e ON e.originator_id = k.customer_id AND e.originator_version = k.originator_version
         WHERE e.originator_id IS NULL OR k.source IS NULL OR k.source <> e.source
@@ -212,12 +220,20 @@ def _key_findings(store: CustomerStore, checks: dict[str, Finding]) -> None:
     """Idempotency keys ↔ events, both ways: every key names a stored interaction with
     the same source, event id and digest, and every stored interaction has its key."""
     schema = store.datastore.schema
-    statement = _KEY_FINDINGS.format(
-        keys=Identifier(schema, KEYS_TABLE), events=Identifier(schema, EVENTS_TABLE)
-    )
-    with store.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(statement, (RECORDED, EXAMPLES))
-        rows = curs.fetchall()
+    tables = {"keys": Identifier(schema, KEYS_TABLE), "events": Identifier(schema, EVENTS_TABLE)}
+    try:
+        with store.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                _KEY_FINDINGS.format(**tables, as_json=SQL(FAST_JSON)), (RECORDED, EXAMPLES)
+            )
+            rows = curs.fetchall()
+    except DataError:
+        # A damaged row (reported as `damaged_event`): again, reading it as NULL.
+        with store.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                _KEY_FINDINGS.format(**tables, as_json=SQL(SAFE_JSON)), (RECORDED, EXAMPLES)
+            )
+            rows = curs.fetchall()
     for row in rows:
         finding = checks[row["kind"]]
         finding.count = int(row["n"])
@@ -266,6 +282,8 @@ def _dead_letter_findings(
     on_topic: Counter[int] = Counter()
     if ids[topic] is not None:
         for record in read_topic(broker.bootstrap, topic):
+            if record.value is None:
+                continue  # a tombstone `forget` published for an erased customer
             letter = _dead_letter_id(record.value)
             if letter in stored:
                 on_topic[letter] += 1

@@ -22,14 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adapters.checker import Broker, verify
+from adapters.auditcli import add_audit_commands
+from adapters.checker import Broker
 from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
 from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
-from adapters.readside import ProjectionReader
+from adapters.readside import Arrival, ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.topics import TopicNames
@@ -125,6 +126,7 @@ def history_as_dict(entry: HistoryEntry) -> dict[str, Any]:
         "chain_hash": entry.chain_hash,
         "previous_hash": entry.previous_hash,
         "chain_ok": entry.chain_ok,
+        "broken": entry.broken or not entry.chain_ok,
         "state": entry.state,
     }
 
@@ -276,44 +278,9 @@ def build_cli(
             return
         _print_history(customer_id, entries)
 
-    @app.command("verify")
-    def verify_command(
-        history: Annotated[
-            bool, typer.Option("--history", help="also recompute every customer's hash chain")
-        ] = False,
-        as_json: AsJson = False,
-    ) -> None:
-        """Read models complete and equal to a fresh fold of the stored events; keys and
-        events agree; with a broker, dead letters on the DLQ topic and positions at the
-        topics' ends (and, with --history, every hash chain intact). Exit 1 on any
-        finding (docs/verify.md)."""
-        with open_runtime() as runtime:
-            report = verify(
-                runtime.store,
-                runtime.read_models,
-                runtime.reader.policy,
-                now=runtime.clock(),
-                broker=broker(),
-            )
-            chains = runtime.store.verify_chains() if history else None
-        ok = report.ok and (chains is None or chains.ok)
-        result = {**report.to_dict(), "ok": ok}
-        if chains is not None:
-            result["history"] = {
-                "customers": chains.customers,
-                "events": chains.events,
-                "breaks": [
-                    {"customer": str(b.customer), "version": b.version, "reason": b.reason}
-                    for b in chains.breaks
-                ],
-            }
-        if as_json:
-            print_json(result)
-        else:
-            _print_verify(result)
-        if not ok:
-            raise typer.Exit(EXIT_FAILURE)
-
+    add_audit_commands(
+        app, open_runtime, open_kafka=open_kafka, broker=broker, print_json=print_json, err=err
+    )
     _add_projection_commands(app, open_runtime, err)
     add_churn_commands(
         app, open_runtime, parse_instant=_parse_instant, print_json=print_json, err=err
@@ -344,6 +311,14 @@ def _add_options(app: typer.Typer, on_debug: Callable[[bool], None]) -> None:
 
 AsOf = Annotated[
     str | None, typer.Option("--as-of", help="evaluate at this instant (RFC 3339; default now)")
+]
+KnownAt = Annotated[
+    str | None,
+    typer.Option(
+        "--known-at",
+        help="count only events recorded by this instant: what the engine knew then "
+        "(RFC 3339; default now; docs/auditing.md)",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 By = Annotated[str, typer.Option("--by", help="who acts (recorded)")]
@@ -387,6 +362,10 @@ def _add_schema(app: typer.Typer) -> None:
         print_json(load_schema(topic_of(topic), version))
 
 
+def _known_at(text: str | None) -> datetime | None:
+    return _parse_instant(text) if text else None
+
+
 def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
     """Tier, stage and churn, folded from the store (no pipeline needed)."""
 
@@ -394,11 +373,14 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
     def customer_command(
         customer_id: Annotated[str, typer.Argument(help="upstream customer id")],
         as_of: AsOf = None,
+        known_at: KnownAt = None,
         as_json: AsJson = False,
     ) -> None:
         """Tier, lifecycle stage, churn score and level, alert state, and why."""
         with open_runtime() as runtime, _known_customer(err, customer_id):
-            view = runtime.reader.customer(customer_id, as_of=_as_of(runtime, as_of))
+            view = runtime.reader.customer(
+                customer_id, as_of=_as_of(runtime, as_of), known_at=_known_at(known_at)
+            )
         if as_json:
             print_json(view.to_dict())
             return
@@ -408,20 +390,31 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
     def replay_command(
         customer_id: Annotated[str, typer.Argument(help="upstream customer id")],
         as_of: AsOf = None,
+        known_at: KnownAt = None,
         as_json: AsJson = False,
     ) -> None:
         """The fold step by step: each event (and each time-driven change at its own
-        instant), the state after it, the changes it caused and why."""
+        instant), the state after it, the changes it caused and why; each event with
+        when it was recorded, late arrivals marked."""
         with open_runtime() as runtime, _known_customer(err, customer_id):
-            steps = runtime.reader.replay(customer_id, as_of=_as_of(runtime, as_of))
+            steps, times = runtime.reader.timed_replay(
+                customer_id, as_of=_as_of(runtime, as_of), known_at=_known_at(known_at)
+            )
         if as_json:
-            print_json({"customer_id": customer_id, "steps": [s.to_dict() for s in steps]})
+            print_json(
+                {
+                    "customer_id": customer_id,
+                    "known_at": known_at and _parse_instant(known_at).isoformat(),
+                    "steps": [_timed_step(s, times) for s in steps],
+                }
+            )
             return
-        _print_replay(customer_id, steps)
+        _print_replay(customer_id, steps, times)
 
     @app.command("export")
     def export_command(
         as_of: AsOf = None,
+        known_at: KnownAt = None,
         fmt: Annotated[
             ExportFormat, typer.Option("--format", help="csv or jsonl")
         ] = ExportFormat.csv,
@@ -436,7 +429,11 @@ def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: C
             task = progress.add_task("export", total=total)
             started = time.perf_counter()
             count = write_export(
-                runtime.reader.all_customers(as_of=instant), sink, fmt, progress, task
+                runtime.reader.all_customers(as_of=instant, known_at=_known_at(known_at)),
+                sink,
+                fmt,
+                progress,
+                task,
             )
             elapsed = time.perf_counter() - started
         err.print(
@@ -527,12 +524,16 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
     app.add_typer(alerts, name="alerts")
 
     @alerts.command("list")
-    def list_command(as_of: AsOf = None, as_json: AsJson = False, limit: int = 50) -> None:
+    def list_command(
+        as_of: AsOf = None, known_at: KnownAt = None, as_json: AsJson = False, limit: int = 50
+    ) -> None:
         """Open alerts, most at risk first, with their top reasons."""
         with open_runtime() as runtime:
             views = [
                 v
-                for v in runtime.reader.all_customers(as_of=_as_of(runtime, as_of))
+                for v in runtime.reader.all_customers(
+                    as_of=_as_of(runtime, as_of), known_at=_known_at(known_at)
+                )
                 if v.alert_open
             ]
         views.sort(key=lambda v: (-v.churn_score, v.customer_id))
@@ -859,53 +860,6 @@ def _print_summary(summary: ImportSummary, rejects_path: Path | None, *, as_json
     Console().print(table)
 
 
-def _print_verify(result: dict[str, Any]) -> None:
-    console = Console()
-    failed = {kind: check for kind, check in result["checks"].items() if check["count"]}
-    for kind, check in failed.items():
-        shown = "; ".join(
-            " ".join(f"{key}={value}" for key, value in example.items())
-            for example in check["examples"][:3]
-        )
-        console.print(f"[red]FAIL[/red] {kind}: {check['count']} (e.g. {shown})")
-    if not failed:
-        console.print(
-            f"[green]ok[/green]: each of {result['customers']} stored customers has one read "
-            "model, at its latest version, equal to a fresh replay; keys and events agree"
-        )
-    else:
-        console.print(
-            f"{result['read_models']} read models, {result['customers']} stored customers"
-        )
-    topics = result["topics"]
-    if topics["checked"]:
-        letters, ingest, relay = topics["dead_letters"], topics["ingest"], topics["relay"]
-        console.print(
-            f"topics: {letters['on_topic']} of {letters['stored']} dead letters on "
-            f"{letters['topic']}; ingest consumed {ingest.get('consumed', 0)} of "
-            f"{ingest.get('records', 0)} records; relay at notification "
-            f"{relay.get('position', '-')} of {relay['last_notification']}"
-        )
-    else:
-        console.print(f"topics: not checked ({topics['reason']})")
-    lag = result["lag"]
-    console.print(
-        f"projector lag: {lag['unapplied_events']} stored events not applied, "
-        f"{lag['overdue_timers']} timers overdue (at most {lag['max_overdue_seconds']:.0f} s)"
-    )
-    history = result.get("history")
-    if history is not None:
-        if not history["breaks"]:
-            console.print(
-                f"[green]ok[/green]: {history['events']} events of {history['customers']} "
-                "customers, every chain intact"
-            )
-        for b in history["breaks"][:20]:
-            console.print(
-                f"[red]broken[/red] customer {b['customer']} at v{b['version']}: {b['reason']}"
-            )
-
-
 def _money(value: Decimal, currency: str) -> str:
     return f"{value:,.2f} {currency}"
 
@@ -942,9 +896,23 @@ def _print_snapshot(view: Snapshot) -> None:
             console.print(f"  {reason.rule} ({reason.points:+}): {reason.message}", markup=False)
 
 
-def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
+def _timed_step(step: ReplayStep, times: dict[str, Arrival]) -> dict[str, Any]:
+    """A replay step's JSON, with when its event was recorded (beside when it occurred)."""
+    value = step.to_dict()
+    arrival = times.get(step.event_id) if step.event_id is not None else None
+    value["recorded_at"] = None if arrival is None else arrival.to_dict()["recorded_at"]
+    value["late"] = False if arrival is None else arrival.late
+    return value
+
+
+def _print_replay(
+    customer_id: str, steps: list[ReplayStep], times: dict[str, Arrival] | None = None
+) -> None:
     table = Table(title=f"replay of {customer_id}")
-    for column in ("at (UTC)", "step", "tier", "stage", "churn", "alert", "changes"):
+    columns = ["at (UTC)", "step", "tier", "stage", "churn", "alert", "changes"]
+    if times is not None:
+        columns.insert(1, "recorded (UTC)")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for step in steps:
         s = step.summary
@@ -953,7 +921,7 @@ def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
             + (f" ({c.reasons[0].message})" if c.reasons else "")
             for c in step.changes
         )
-        table.add_row(
+        row = [
             f"{step.at:%Y-%m-%d %H:%M}",
             step.kind if step.event_id is None else f"{step.kind} {step.event_id}",
             s.tier,
@@ -961,7 +929,16 @@ def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
             f"{s.churn_score} {s.churn_level}",
             s.alert_state,
             changes,
-        )
+        ]
+        if times is not None:
+            arrival = times.get(step.event_id) if step.event_id is not None else None
+            recorded = ""
+            if arrival is not None and arrival.recorded_at is not None:
+                recorded = f"{arrival.recorded_at:%Y-%m-%d %H:%M}" + (
+                    " [yellow]LATE[/yellow]" if arrival.late else ""
+                )
+            row.insert(1, recorded)
+        table.add_row(*row)
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)
@@ -999,6 +976,10 @@ def _describe(event: str, state: dict[str, Any]) -> str:
         why = f": {state['reason']}" if state.get("reason") else ""
         action = f"{state.get('alert_id')} {state.get('action')} by {state.get('by')}"
         return f"ops: alert {action}{until}{why}"
+    if "broken" in state:
+        return f"BROKEN: {state['broken']}"
+    if event == "Forgotten":
+        return f"forgotten (personal data erased) by {state.get('by')}: {state.get('reason')}"
     if "kind" not in state:
         return f"customer {state.get('customer_id')} created"
     parts = [str(state["kind"])]
@@ -1026,7 +1007,7 @@ def _print_history(customer_id: str, entries: list[HistoryEntry]) -> None:
             occurred.strftime("%Y-%m-%d %H:%M") if occurred is not None else "",
             f"{s.get('source', '')} / {s.get('event_id', '')}" if "source" in s else "",
             _describe(e.topic.rsplit(".", 1)[-1], s),
-            e.chain_hash[:16] + (" ok" if e.chain_ok else " [red]BROKEN[/red]"),
+            e.chain_hash[:16] + (" ok" if e.chain_ok and not e.broken else " [red]BROKEN[/red]"),
         )
     console = Console()
     if not console.is_terminal:

@@ -81,6 +81,26 @@ class _Row(NamedTuple):
     """`chain.content_digest` of the event: the costly part of its chain hash."""
 
 
+class _Carried(NamedTuple):
+    """What a rejected line carried of its identity, so its dead letter names the
+    customer (erasure finds it by that) and its idempotency key."""
+
+    source: str | None
+    event_id: str | None
+    customer_id: str | None
+
+    @classmethod
+    def of(cls, decoded: Any) -> _Carried | None:
+        if not isinstance(decoded, dict):
+            return None
+
+        def text(name: str) -> str | None:
+            value = decoded.get(name)
+            return value[:256] if isinstance(value, str) and value else None
+
+        return cls(text("source"), text("event_id"), text("customer_id"))
+
+
 class _Created(NamedTuple):
     """A customer's creation event, prepared in case the customer turns out to be new."""
 
@@ -167,12 +187,12 @@ class BatchPreparer:
         batch = _Batch(lines=len(chunk))
         valid = []
         for number, raw in chunk:
+            decoded = None
             try:
-                interaction = parse_interaction(
-                    decode_wire(raw), now=now, max_future_skew=self._skew
-                )
+                decoded = decode_wire(raw)
+                interaction = parse_interaction(decoded, now=now, max_future_skew=self._skew)
             except InvalidInteraction as exc:
-                batch.reject(number, raw, exc.rejections)
+                batch.reject(number, raw, exc.rejections, _Carried.of(decoded))
                 continue
             valid.append((number, raw, interaction, customer_uuid(interaction.customer_id)))
         keys, forgotten = self._keyring.ensure(v[3] for v in valid)

@@ -27,6 +27,8 @@ class Keyring:
         self._master = master
         self._cache: OrderedDict[UUID, DataKey] = OrderedDict()
         self._cache_size = cache_size
+        self._checked = False
+        """Whether the master key was checked against the store's (once per keyring)."""
         table = Identifier(datastore.schema, DATA_KEYS_TABLE)
         self._select = SQL(
             "SELECT customer_id, wrapped, master_key_id FROM {} WHERE customer_id = ANY(%b)"
@@ -48,6 +50,8 @@ class Keyring:
 
     def _load(self, customers: list[UUID]) -> tuple[dict[UUID, DataKey], set[UUID]]:
         """Keys found and customers found forgotten (a tombstone without a key)."""
+        if not self._checked:
+            self.check_master()
         found: dict[UUID, DataKey] = {}
         forgotten: set[UUID] = set()
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
@@ -115,6 +119,36 @@ class Keyring:
                 keys.update(found)
                 forgotten |= lost
         return keys, forgotten
+
+    @property
+    def master_key_id(self) -> str:
+        return self._master.key_id
+
+    def drop(self, customer: UUID) -> None:
+        """Forget a cached key (after another connection shredded it)."""
+        self._cache.pop(customer, None)
+
+    def check_master(self) -> None:
+        """Refuse a master key other than the one this store's data keys were wrapped
+        with, before anything is decrypted: the key id is a check value of the key
+        (docs/privacy.md). Reads the two ends of an index, not the table."""
+        table = Identifier(self._datastore.schema, DATA_KEYS_TABLE)
+        statement = SQL(
+            "(SELECT master_key_id FROM {t} ORDER BY master_key_id LIMIT 1) UNION "
+            "(SELECT master_key_id FROM {t} ORDER BY master_key_id DESC LIMIT 1)"
+        ).format(t=table)
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement)
+            ids = sorted(row["master_key_id"] for row in curs.fetchall())
+        others = [i for i in ids if i != self._master.key_id]
+        if not others:
+            self._checked = True
+            return
+        raise WrongMasterKeyError(
+            f"customer data keys in this store were wrapped by master key "
+            f"{others[0]}, EVENTCRM_MASTER_KEY is key {self._master.key_id}",
+            hint="set EVENTCRM_MASTER_KEY to the key this store was written with",
+        )
 
     def forget(self, customer: UUID) -> None:
         """Shred the key, leaving a tombstone so no new key is ever made for this customer."""

@@ -408,6 +408,8 @@ class Audit:
     """``(customer_id, evaluated_at)`` of read models evaluated after ``now``: they hold
     the projector's writes off (the write rule keeps the later evaluation)."""
     differences: list[Difference] = field(default_factory=list)
+    damaged: list[tuple[str, int]] = field(default_factory=list)
+    """``(customer_id, version)`` of stored events whose bytes do not decode."""
 
     @property
     def unapplied_events(self) -> int:
@@ -438,7 +440,8 @@ def audit(
     result = Audit()
     rows = read_models.stamps()
     result.read_models = len(rows)
-    for history in ProjectionReader(store, policy).histories():
+    reader = ProjectionReader(store, policy)
+    for history in reader.histories(on_damaged=lambda c, v: result.damaged.append((c, v))):
         result.customers += 1
         row = rows.pop(history.customer_id, None)
         if row is None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from psycopg import Cursor
@@ -23,6 +25,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from psycopg.types.json import Jsonb
 
 from adapters.chain import GENESIS, link
+from domain.customer import customer_uuid
 
 EVENTS_TABLE = "customer_events"
 TRACKING_TABLE = "positions"
@@ -84,28 +87,96 @@ def chain_heads_sql(schema: str) -> Composed:
     ).format(Identifier(schema), Identifier(EVENTS_TABLE))
 
 
+ERASED_MESSAGE = "personal data erased"
+"""What an erased dead letter keeps of its message; its code and field stay."""
+
+
+def dead_letter_fingerprint(letter: DeadLetter) -> bytes:
+    """Identifies a dead letter by what it is (code, bytes, where from): re-importing a
+    file or redelivering a message adds no dead letter that is already there."""
+    provenance = b"" if letter.provenance is None else dumps_sorted(letter.provenance)
+    parts = (letter.code.encode(), letter.payload, provenance)
+    return sha256(b"".join(len(p).to_bytes(4, "big") + p for p in parts)).digest()
+
+
+def dumps_sorted(value: Any) -> bytes:
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
+
+
+def erased_rejections(rejections: list[dict[str, str | None]]) -> list[dict[str, str | None]]:
+    """Rejections without their messages (a message may quote the rejected value)."""
+    return [
+        {"code": r.get("code"), "field": r.get("field"), "message": ERASED_MESSAGE}
+        for r in rejections
+    ]
+
+
+def forgotten_among(curs: Cursor[Any], schema: str, customer_ids: Sequence[str]) -> set[str]:
+    """Which of these upstream customer ids were erased (their data key is shredded)."""
+    wanted = {customer_uuid(c): c for c in customer_ids}
+    if not wanted:
+        return set()
+    curs.execute(
+        SQL("SELECT customer_id FROM {}.{} WHERE customer_id = ANY(%s) AND wrapped IS NULL").format(
+            Identifier(schema), Identifier(DATA_KEYS_TABLE)
+        ),
+        (list(wanted),),
+    )
+    return {wanted[row["customer_id"]] for row in curs.fetchall()}
+
+
 def insert_dead_letters(curs: Cursor[Any], schema: str, letters: Sequence[DeadLetter]) -> None:
+    """Insert dead letters (call under the events table lock, as `forget` shreds under
+    it too): one already there is skipped, and one of an erased customer is stored
+    erased — its bytes and messages never reach the table (docs/privacy.md)."""
     if not letters:
         return
+    forgotten = forgotten_among(
+        curs, schema, sorted({d.customer_id for d in letters if d.customer_id})
+    )
+    rows: list[tuple[Any, ...]] = []
+    for d in letters:
+        fingerprint = dead_letter_fingerprint(d)
+        if d.customer_id is not None and d.customer_id in forgotten:
+            rows.append(
+                (
+                    d.code,
+                    d.field,
+                    ERASED_MESSAGE,
+                    Jsonb(erased_rejections(d.rejections)),
+                    b"",
+                    d.source,
+                    d.event_id,
+                    d.customer_id,
+                    None if d.provenance is None else Jsonb(d.provenance),
+                    fingerprint,
+                    True,
+                )
+            )
+        else:
+            rows.append(
+                (
+                    d.code,
+                    d.field,
+                    d.message,
+                    Jsonb(d.rejections),
+                    d.payload,
+                    d.source,
+                    d.event_id,
+                    d.customer_id,
+                    None if d.provenance is None else Jsonb(d.provenance),
+                    fingerprint,
+                    False,
+                )
+            )
     curs.executemany(
         SQL(
             "INSERT INTO {}.{} (code, field, message, rejections, payload, source, event_id, "
-            "customer_id, provenance) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "customer_id, provenance, fingerprint, erased_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
+            "ON CONFLICT (fingerprint) DO NOTHING"
         ).format(Identifier(schema), Identifier(DEAD_LETTERS_TABLE)),
-        [
-            (
-                d.code,
-                d.field,
-                d.message,
-                Jsonb(d.rejections),
-                d.payload,
-                d.source,
-                d.event_id,
-                d.customer_id,
-                None if d.provenance is None else Jsonb(d.provenance),
-            )
-            for d in letters
-        ],
+        rows,
     )
 
 

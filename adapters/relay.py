@@ -138,7 +138,7 @@ class Relay:
         ).format(Identifier(schema, EVENTS_TABLE))
         self._dead_letters = SQL(
             "SELECT id, code, field, message, rejections, payload, source, event_id, "
-            "customer_id, provenance FROM {} WHERE id > %s ORDER BY id LIMIT %s"
+            "customer_id, provenance, erased_at FROM {} WHERE id > %s ORDER BY id LIMIT %s"
         ).format(Identifier(schema, DEAD_LETTERS_TABLE))
 
     @contextmanager
@@ -233,6 +233,7 @@ class Relay:
                     "event_id": row["event_id"],
                     "customer_id": row["customer_id"],
                     "provenance": row["provenance"],
+                    "erased": row["erased_at"] is not None,
                 }
             )
             key = row["customer_id"].encode() if row["customer_id"] else None

@@ -7,6 +7,7 @@ dead letters and external positions — in one transaction.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import copy
 import logging
@@ -32,7 +33,7 @@ from psycopg.sql import SQL, Identifier
 
 from adapters.chain import GENESIS, link
 from adapters.codec import StateTranscoder, decode_wire, dumps
-from adapters.crypto import CryptoError, DataKey, MasterKey
+from adapters.crypto import CryptoError, DataKey, MasterKey, WrongMasterKeyError
 from adapters.keyring import Keyring
 from adapters.recorder import (
     EVENTS_TABLE,
@@ -44,7 +45,7 @@ from adapters.recorder import (
 from adapters.retry import WRITE_CONFLICT
 from domain.alerts import AlertAction
 from domain.customer import Customer, customer_uuid, interaction_fields
-from domain.errors import Code, InvalidInteraction, Rejection
+from domain.errors import Code, InvalidInteraction, Rejection, UserFacingError
 from domain.interactions import Interaction, parse_interaction
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,22 @@ class _Plan:
 
 class CustomerNotFoundError(LookupError):
     """No stored history for this customer id."""
+
+
+DECODE_ERRORS = (ValueError, KeyError, TypeError, UnicodeDecodeError, binascii.Error)
+"""What decoding damaged stored bytes raises (orjson's JSONDecodeError is a ValueError)."""
+
+
+class DamagedEventError(UserFacingError):
+    """A stored event's bytes do not decode: the store was damaged outside eventcrm."""
+
+    code = "damaged_event"
+
+    def __init__(self, customer_id: str, version: int) -> None:
+        super().__init__(
+            f"customer {customer_id} v{version} is damaged: its stored bytes do not decode",
+            hint="`eventcrm history` marks it BROKEN; `eventcrm verify --history` checks the rest",
+        )
 
 
 class StalePositionError(RuntimeError):
@@ -456,6 +473,40 @@ class CustomerStore(Application[UUID]):
 
         return WRITE_CONFLICT.call("record_alert_action", attempt, on=IntegrityError)
 
+    def record_forgotten(self, customer_id: str, *, by: str, reason: str) -> int | None:
+        """Append the customer's `Forgotten` event, once: returns its version (the
+        earlier one if it was recorded before), or None if the customer has no history."""
+        customer = customer_uuid(customer_id)
+        forgotten = get_topic(Customer.Forgotten)
+
+        def attempt() -> int | None:
+            statement = SQL(
+                "SELECT originator_version FROM {} WHERE originator_id = %s AND topic = %s "
+                "ORDER BY originator_version LIMIT 1"
+            ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(statement, (customer, forgotten))
+                row = curs.fetchone()
+            if row is not None:
+                return int(row["originator_version"])
+            aggregate = self._load_customers_by_id([customer]).get(customer)
+            if aggregate is None:
+                return None
+            aggregate.forget(by=by, reason=reason, at=self.clock())
+            try:
+                self.save(aggregate)
+            except IntegrityError:
+                self._evict({customer})
+                raise
+            return int(aggregate.version)
+
+        return WRITE_CONFLICT.call("record_forgotten", attempt, on=IntegrityError)
+
+    def forget_cached(self, customer: UUID) -> None:
+        """Drop a customer from the in-process caches (aggregate, data key)."""
+        self._evict({customer})
+        self.keyring.drop(customer)
+
     # --- reading ---------------------------------------------------------------
 
     def stored_events(self, customer_id: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -469,15 +520,34 @@ class CustomerStore(Application[UUID]):
             curs.execute(statement, (customer_uuid(customer_id),), binary=True)
             rows = curs.fetchall()
         decode = self.state_transcoder.decode
-        return [(r["originator_version"], r["topic"], decode(bytes(r["state"]))) for r in rows]
+        events = []
+        for r in rows:
+            try:
+                state = decode(bytes(r["state"]))
+            except DECODE_ERRORS:
+                raise DamagedEventError(customer_id, r["originator_version"]) from None
+            events.append((r["originator_version"], r["topic"], state))
+        return events
 
     def scan_stored_events(
-        self, *, batch_rows: int = 20_000
+        self,
+        *,
+        batch_rows: int = 20_000,
+        on_damaged: Callable[[UUID, int], None] | None = None,
     ) -> Iterator[tuple[UUID, int, str, dict[str, Any]]]:
-        """Every stored event, customer by customer in version order (server-side cursor)."""
+        """Every stored event, customer by customer in version order (server-side cursor).
+        An event whose bytes do not decode raises `DamagedEventError`, or, with
+        ``on_damaged``, is reported to it and skipped."""
         decode = self.state_transcoder.decode
         for customer, version, topic, state, _ in self._scan_events(batch_rows):
-            yield customer, version, topic, decode(state)
+            try:
+                decoded = decode(state)
+            except DECODE_ERRORS:
+                if on_damaged is None:
+                    raise DamagedEventError(str(customer), version) from None
+                on_damaged(customer, version)
+                continue
+            yield customer, version, topic, decoded
 
     def last_positions(self) -> dict[UUID, int]:
         """Each customer's latest notification id (what a read model has applied)."""
@@ -500,6 +570,7 @@ class CustomerStore(Application[UUID]):
     def history(self, customer_id: str) -> list[HistoryEntry]:
         """The customer's stored events, decrypted where the key still exists, in order."""
         customer = customer_uuid(customer_id)
+        self.keyring.check_master()
         statement = SQL(
             "SELECT originator_version, topic, state, chain_hash, notification_id FROM {} "
             "WHERE originator_id = %s ORDER BY originator_version"
@@ -515,12 +586,19 @@ class CustomerStore(Application[UUID]):
             expected = link(
                 previous, customer, row["originator_version"], row["topic"], state_bytes
             )
+            broken = False
             try:
                 state = self.pii_mapper.decode_state(customer, state_bytes)
+            except WrongMasterKeyError:
+                raise
             except CryptoError:
                 state = self.state_transcoder.decode(state_bytes)
                 state["personal"] = None
                 state["personal_unreadable"] = True
+            except DECODE_ERRORS as exc:
+                # Damaged bytes: marked BROKEN, and the rest of the history still shows.
+                state = {"broken": f"stored bytes do not decode: {type(exc).__name__}"}
+                broken = True
             entries.append(
                 HistoryEntry(
                     customer_id=customer_id,
@@ -531,6 +609,7 @@ class CustomerStore(Application[UUID]):
                     chain_hash=stored_hash.hex(),
                     previous_hash=previous.hex(),
                     chain_ok=expected == stored_hash,
+                    broken=broken,
                 )
             )
             previous = stored_hash
@@ -541,10 +620,12 @@ class CustomerStore(Application[UUID]):
         report = ChainReport()
         current: UUID | None = None
         previous, expected, broken = GENESIS, 1, False
+        name = ""
         for customer, version, topic, state, stored in self._scan_events(batch_rows):
             if customer != current:
                 current, previous, expected, broken = customer, GENESIS, 1, False
                 report.customers += 1
+                name = (_customer_id_in(state) if version == 1 else "") or str(customer)
             report.events += 1
             if broken:
                 continue
@@ -555,7 +636,7 @@ class CustomerStore(Application[UUID]):
             else:
                 previous, expected = stored, version + 1
                 continue
-            report.breaks.append(ChainBreak(customer, version, reason))
+            report.breaks.append(ChainBreak(customer, version, reason, name))
             broken = True
         return report
 
@@ -597,6 +678,8 @@ class HistoryEntry:
     chain_hash: str
     previous_hash: str
     chain_ok: bool
+    broken: bool = False
+    """The stored bytes do not decode (damaged): shown as BROKEN, never a crash."""
 
 
 @dataclass
@@ -604,6 +687,17 @@ class ChainBreak:
     customer: UUID
     version: int
     reason: str
+    customer_id: str = ""
+    """The upstream customer id (from the first event; the aggregate id if unreadable)."""
+
+
+def _customer_id_in(state: bytes) -> str:
+    """The customer id a `Created` event's stored bytes carry ("" if they do not)."""
+    try:
+        value = orjson.loads(state).get("customer_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 @dataclass
@@ -642,6 +736,13 @@ def _dead_letter(
         payload=raw if isinstance(raw, bytes) else dumps(raw),
         source=text("source"),
         event_id=text("event_id"),
-        customer_id=text("customer_id"),
+        # The Kafka key is the customer id by contract (docs/contract.md): a message too
+        # broken to read still names its customer by it, so erasure finds it.
+        customer_id=text("customer_id") or _key_of(provenance),
         provenance=None if provenance is None else dict(provenance),
     )
+
+
+def _key_of(provenance: Mapping[str, Any] | None) -> str | None:
+    key = None if provenance is None else provenance.get("key")
+    return key[:256] if isinstance(key, str) and key else None

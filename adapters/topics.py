@@ -76,6 +76,12 @@ class TopicNames:
     def lifecycle_changes(self) -> str:
         return f"{self.prefix}lifecycle-changes"
 
+    @property
+    def checkpoints(self) -> str:
+        """Checkpoint roots over every chain head (`eventcrm checkpoint`), kept outside
+        the database (docs/verify.md)."""
+        return f"{self.prefix}checkpoints"
+
     def change_topic(self, kind: str) -> str:
         """Where a change of this kind (`projections.Change.kind`) is published."""
         return {
@@ -96,6 +102,7 @@ class TopicNames:
             self.churn_alerts,
             self.tier_changes,
             self.lifecycle_changes,
+            self.checkpoints,
         )
 
     def partitions(self) -> dict[str, int]:
@@ -107,6 +114,7 @@ class TopicNames:
             self.churn_alerts: CHANGE_PARTITIONS,
             self.tier_changes: CHANGE_PARTITIONS,
             self.lifecycle_changes: CHANGE_PARTITIONS,
+            self.checkpoints: DLQ_PARTITIONS,
         }
 
 

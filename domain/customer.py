@@ -59,6 +59,15 @@ class Customer(Aggregate):
         until: datetime | None
         occurred_at: datetime
 
+    class Forgotten(Aggregate.Event):
+        """The customer's personal data was erased (their data key shredded): who, why.
+
+        The history before it stays, with its personal parts unreadable for good."""
+
+        by: str
+        reason: str
+        occurred_at: datetime
+
     @staticmethod
     def create_id(customer_id: str) -> UUID:
         return customer_uuid(customer_id)
@@ -92,6 +101,15 @@ class Customer(Aggregate):
         self._alert_action_recorded(
             action=action, alert_id=alert_id, by=by, reason=reason, until=until, occurred_at=at
         )
+
+    def forget(self, *, by: str, reason: str, at: datetime) -> None:
+        """Record the erasure of the customer's personal data (the key is shredded apart)."""
+        check_erasure(by=by, reason=reason, at=at)
+        self._forgotten(by=by, reason=reason, occurred_at=at)
+
+    @event(Forgotten)
+    def _forgotten(self, *, by: str, reason: str, occurred_at: datetime) -> None:
+        pass
 
     @event(AlertActionRecorded)
     def _alert_action_recorded(
@@ -167,6 +185,20 @@ def check_alert_action(
         raise InvalidAlertActionError("a snooze needs an `until` later than now")
     if action != "snoozed" and until is not None:
         raise InvalidAlertActionError("only a snooze takes `until`")
+
+
+class InvalidErasureError(ValueError):
+    """An erasure request that cannot be recorded as given."""
+
+
+def check_erasure(*, by: str, reason: str, at: datetime) -> None:
+    """Who erased and why are the receipt: both are required."""
+    if not by.strip() or len(by) > 128:
+        raise InvalidErasureError("--by (who erases) must be 1-128 characters")
+    if not reason.strip() or len(reason) > 1000:
+        raise InvalidErasureError("--reason (why) must be 1-1000 characters")
+    if at.utcoffset() is None:
+        raise InvalidErasureError("times must carry a UTC offset")
 
 
 class WrongCustomerError(ValueError):

@@ -304,6 +304,9 @@ def services(
         policy_text = configured_policy_text(settings)
         reader = ProjectionReader(store, load_policy(policy_text))
         try:
+            # A wrong EVENTCRM_MASTER_KEY is refused before any command reads or
+            # writes anything (docs/privacy.md), not when the first key is unwrapped.
+            store.keyring.check_master()
             yield Services(
                 settings=settings,
                 store=store,

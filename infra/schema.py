@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -221,6 +221,58 @@ def _v6(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
+def _v7(role: str) -> list[sql.Composed | sql.SQL]:
+    """Erasure, checkpoints and dead-letter dedupe (issue 10, ADRs 24-26).
+
+    - Dead letters get a ``fingerprint`` (unique: re-importing a file adds none twice)
+      and ``erased_at``; the application role may overwrite only the columns that can
+      hold personal data, and only `forget` does.
+    - ``erasures``: one receipt per erased customer, readable without personal data.
+    - ``checkpoints``: Merkle roots over every chain head (the auditor keeps the file).
+    - An index on the master key id of data keys: the wrong-key check reads its two
+      ends instead of the whole table."""
+    r = sql.Identifier(role)
+    dead = sql.Identifier(DEAD_LETTERS_TABLE)
+    erasures = sql.Identifier("erasures")  # adapters.erasure.ERASURES_TABLE
+    checkpoints = sql.Identifier("checkpoints")  # adapters.checkpoint.CHECKPOINTS_TABLE
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS fingerprint bytea").format(dead),
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS erased_at timestamptz").format(dead),
+        sql.SQL(
+            "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_fingerprint_idx ON {} (fingerprint)"
+        ).format(dead),
+        sql.SQL("GRANT UPDATE (payload, message, rejections, erased_at) ON {} TO {}").format(
+            dead, r
+        ),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " receipt_id uuid PRIMARY KEY, customer_id text NOT NULL UNIQUE,"
+            " customer uuid NOT NULL, erased_at timestamptz NOT NULL, erased_by text NOT NULL,"
+            " reason text NOT NULL, forgotten_version bigint, destroyed jsonb NOT NULL)"
+        ).format(erasures),
+        sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(erasures, r),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),"
+            " root text NOT NULL, position bigint NOT NULL, customers bigint NOT NULL,"
+            " events bigint NOT NULL)"
+        ).format(checkpoints),
+        sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(checkpoints, r),
+        sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(r),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS customer_keys_master_key_idx ON {} (master_key_id)"
+        ).format(sql.Identifier(DATA_KEYS_TABLE)),
+        # Checks that read stored bytes as JSON fall back to this when a row is damaged
+        # (NULL instead of an error), so one bad row cannot stop `verify`.
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION eventcrm_try_jsonb(data bytea) RETURNS jsonb "
+            "LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+            "RETURN convert_from(data, 'UTF8')::jsonb; "
+            "EXCEPTION WHEN others THEN RETURN NULL; END $$"
+        ),
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     1: _v1,
     2: _v2,
@@ -228,6 +280,7 @@ MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     4: _v4,
     5: _v5,
     6: _v6,
+    7: _v7,
 }
 
 

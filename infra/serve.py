@@ -35,9 +35,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from adapters import checkpoint
 from adapters.crypto import MasterKey
 from adapters.ingest import Ingest
 from adapters.readmodels import ReadModelStore, StoreStateLoader
@@ -498,12 +499,15 @@ class Pipeline:
                     incarnations={t: self.incarnation(t) for t in self.topics.changes()},
                 ).run,
             )
+            checkpoints = self._checkpoints(store, client, stop)
             while not stop.is_set():
                 try:
                     relay.run(stop)
                 except RelayLockedError:
                     log.debug("relay: another relay is active; standing by")
                     stop.wait(self.tuning.restart_pause)
+            if checkpoints is not None:
+                checkpoints.join(timeout=30)
         finally:
             client.close()
             store.close()
@@ -538,6 +542,27 @@ class Pipeline:
             http.close()
             client.close()
             store.close()
+
+    def _checkpoints(
+        self, store: CustomerStore, client: KafkaProducer, stop: threading.Event
+    ) -> threading.Thread | None:
+        """The periodic checkpoint step (docs/verify.md), beside the relay."""
+        interval = self.settings.checkpoint_interval_seconds
+        if interval <= 0:
+            return None
+        thread = threading.Thread(
+            target=checkpoint.run_periodically,
+            args=(store, client, self.topics.checkpoints, stop),
+            kwargs={
+                "interval": interval,
+                "clock": lambda: datetime.now(UTC),
+                "directory": self.settings.checkpoint_dir,
+            },
+            name="eventcrm-checkpoints",
+            daemon=True,
+        )
+        thread.start()
+        return thread
 
     def project(self, stop: threading.Event) -> None:
         """The faust app, on an event loop in a thread of its own. faust cannot always

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     """Processes preparing import batches (validation, crypto, encoding); 0 = in-process."""
     lock_timeout_seconds: int = 10
     aggregate_cache_size: int = 100_000
+    checkpoint_interval_seconds: float = 3600.0
+    """How often `serve` (its relay role) takes a checkpoint over every chain head and
+    publishes it to the `checkpoints` topic (docs/verify.md); 0 turns it off."""
+    checkpoint_dir: Path | None = None
+    """Where `serve` also writes each checkpoint's file (`checkpoint-ID.json`). Unset: none."""
 
 
 def load_settings() -> Settings:

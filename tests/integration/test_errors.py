@@ -137,6 +137,14 @@ CASES = {
         env={"EVENTCRM_MASTER_KEY": OTHER_KEY},
         before=("import", SAMPLE, "--rejects", "{tmp}/first-rejects.jsonl"),
     ),
+    "wrong master key on history": Case(
+        ("history", "cust-00007"),
+        "wrong_master_key",
+        3,
+        ("wrapped by master key", "EVENTCRM_MASTER_KEY"),
+        env={"EVENTCRM_MASTER_KEY": OTHER_KEY},
+        before=("import", SAMPLE, "--rejects", "{tmp}/first-rejects.jsonl"),
+    ),
     "database down": Case(
         ("history", "c-1"),
         "database_unavailable",
