@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -173,12 +173,33 @@ def _v5(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
+def _v6(role: str) -> list[sql.Composed | sql.SQL]:
+    """API tokens, stored as SHA-256 digests only (docs/adr/0020); a revoked token keeps
+    its row, so its name stays taken and the actions it signed stay attributable. Read
+    models get an index on their alert id: the HTTP API finds an alert's customer by it."""
+    tokens = sql.Identifier("api_tokens")  # adapters.tokens.TOKENS_TABLE
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " name text PRIMARY KEY, role text NOT NULL, digest text NOT NULL UNIQUE,"
+            " created_at timestamptz NOT NULL DEFAULT now(), last_used_at timestamptz,"
+            " revoked_at timestamptz)"
+        ).format(tokens),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(tokens, sql.Identifier(role)),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS read_models_alert_id_idx ON {} (alert_id)"
+            " WHERE alert_id IS NOT NULL"
+        ).format(sql.Identifier("read_models")),
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     1: _v1,
     2: _v2,
     3: _v3,
     4: _v4,
     5: _v5,
+    6: _v6,
 }
 
 
