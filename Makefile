@@ -38,10 +38,14 @@ typecheck: $(STAMP) ## mypy, strict on domain, projections, adapters and infra
 test-unit: $(STAMP) ## fast tests of pure code
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
+test-integration: browser $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck $(STAMP) ## everything CI runs: lint, types, all tests
+browser: ## Debian's chromium and chromedriver for the console's browser test (apt-get only if missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: lint typecheck browser $(STAMP) ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
@@ -49,4 +53,4 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test bench
+.PHONY: help install demo format lint typecheck test-unit test-integration test bench browser

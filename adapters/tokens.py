@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal, get_args
 
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import errors as pg_errors
 from psycopg.sql import SQL, Identifier
@@ -118,7 +119,7 @@ class TokenStore:
                 curs.execute(
                     self._insert, (checked_name, checked_role, digest(token), self._clock())
                 )
-        except pg_errors.UniqueViolation:
+        except (pg_errors.UniqueViolation, IntegrityError):  # the datastore wraps it
             raise UsageError(
                 f"a token named {name!r} exists (or existed: names of revoked tokens stay "
                 "taken, since the actions they signed name them)",
