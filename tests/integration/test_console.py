@@ -73,7 +73,8 @@ def test_ops_acknowledges_a_seeded_alert_and_sees_it_in_the_replay(
     assert browser.find_element(By.ID, "alert-state").text == "acknowledged"
     step = browser.find_element(By.CSS_SELECTOR, "#replay-steps tr.kind-alert_acknowledged")
     assert "acknowledged" in step.find_element(By.CSS_SELECTOR, "td.state").text
-    assert "alert " in step.text and "→acknowledged" in step.text
+    assert "alert " in step.text
+    assert "→acknowledged" in step.text
     timeline = browser.find_element(By.ID, "timeline").text
     assert "acknowledged by ops-user" in timeline
     assert "@" not in timeline, "ops sees no personal data"

@@ -51,7 +51,8 @@ def test_tokens_are_printed_once_listed_without_secrets_and_refused_once_revoked
     created = run(url, "token", "create", "--role", "producer", "--name", "shop")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
-    assert token.startswith("ecrm_") and " " not in token
+    assert token.startswith("ecrm_")
+    assert " " not in token
     assert run(url, "token", "create", "--role", "producer", "--name", "shop").returncode == 2
     assert run(url, "token", "create", "--role", "boss", "--name", "x").returncode == 2
 
