@@ -52,5 +52,6 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.http
 
 .PHONY: help install demo format lint typecheck test-unit test-integration test bench browser
