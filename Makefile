@@ -48,10 +48,17 @@ browser: ## Debian's chromium and chromedriver for the console's browser test (a
 test: lint typecheck browser $(STAMP) ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
+quality: $(STAMP) ## churn quality on every population: calibrated score vs days-since and RFM (~5 min)
+	$(PY) -m bench.quality
+
+default-policy: $(STAMP) ## refit the packaged default policy's churn model on the synthetic blend
+	$(PY) -m adapters.calibration.prior
+
 bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.webhooks
 	$(PY) -m bench.http
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test bench browser
+.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy bench browser

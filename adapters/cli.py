@@ -27,6 +27,7 @@ from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
 from adapters.handlers import NoOpenAlertError, act_on_alert
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
+from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import ProjectionReader
@@ -35,6 +36,7 @@ from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.tokencli import add_token_commands
 from adapters.tokens import TokenStore
 from adapters.topics import TopicNames
+from adapters.webhookcli import add_webhook_commands
 from domain.alerts import AlertAction
 from domain.customer import InvalidAlertActionError
 from domain.errors import UsageError
@@ -238,10 +240,7 @@ def build_cli(
         version = migrate()
         err.print(f"schema at version {version}")
 
-    @app.command("schema")
-    def schema_command() -> None:
-        """Print the wire contract as JSON Schema, for upstream teams to validate against."""
-        print_json(interaction_json_schema())
+    _add_schema(app)
 
     @app.command("import")
     def import_command(
@@ -326,6 +325,7 @@ def build_cli(
         app, open_runtime, parse_instant=_parse_instant, print_json=print_json, err=err
     )
     _add_rebuild(app, open_runtime, err)
+    add_webhook_commands(app, open_runtime, print_json=print_json, err=err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
     _add_tools(app, open_runtime, err, sample, demo)
@@ -369,6 +369,29 @@ def _known_customer(err: Console, customer_id: str) -> Iterator[None]:
 
 def _as_of(runtime: Runtime, text: str | None) -> datetime:
     return _parse_instant(text) if text else runtime.clock()
+
+
+def _add_schema(app: typer.Typer) -> None:
+    @app.command("schema")
+    def schema_command(
+        topic: Annotated[
+            str | None,
+            typer.Option(
+                "--topic",
+                help="an outbound topic (churn-alerts, tier-changes, lifecycle-changes,"
+                " customer-events, interactions.dlq): its message's JSON Schema",
+            ),
+        ] = None,
+        version: Annotated[
+            int | None, typer.Option("--version", min=1, help="that version (default latest)")
+        ] = None,
+    ) -> None:
+        """Print the wire contract as JSON Schema, for upstream teams to validate against;
+        with --topic, the schema of what eventcrm publishes there (docs/outbound.md)."""
+        if topic is None:
+            print_json(interaction_json_schema())
+            return
+        print_json(load_schema(topic_of(topic), version))
 
 
 def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
@@ -740,7 +763,7 @@ def _add_tools(
             _print_replay(result.replay_customer, steps[-15:])
 
 
-SERVE_ROLES = ("ingest", "relay", "project", "api")
+SERVE_ROLES = ("ingest", "relay", "project", "webhooks", "api")
 
 
 def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str], str], None]) -> None:
@@ -748,7 +771,10 @@ def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str], str], 
     def serve_command(
         role: Annotated[
             list[str] | None,
-            typer.Option("--role", help="ingest, relay, project or api (repeatable; default all)"),
+            typer.Option(
+                "--role",
+                help="ingest, relay, project, webhooks or api (repeatable; default all)",
+            ),
         ] = None,
         http: Annotated[
             str, typer.Option("--http", help="where the api role listens (HOST:PORT)")

@@ -244,7 +244,7 @@ class ReadModelStore(ReadModelSink):
             after = rows[-1]["customer_id"]
 
     def customer_of_alert(self, alert_id: str) -> str | None:
-        """The customer whose read model holds ``alert_id`` (index of migration v6)."""
+        """The customer whose read model holds ``alert_id`` (index of migration v7)."""
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._by_alert, (alert_id,))
             row = curs.fetchone()

@@ -26,19 +26,40 @@ import threading
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.persistence import Tracking
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 from psycopg.sql import SQL, Identifier
 
 from adapters.readside import customer_id_of, input_event
 from adapters.recorder import DEAD_LETTERS_TABLE, EVENTS_TABLE
 from adapters.store import CustomerStore
 from projections.messages import encode_customer_event
+
+DELIVERY_TIMEOUT: Final = 30.0
+"""Seconds a batch may take to reach the broker before the relay gives up on this
+producer (the role restarts with a new one). After a broker wipe a producer can be left
+unable to send (its producer id refused): without a bound, ``flush`` waited forever."""
+
+
+def deliver(
+    producer: KafkaProducer,
+    sent: list[FutureRecordMetadata],
+    *,
+    timeout: float = DELIVERY_TIMEOUT,
+) -> None:
+    """Wait until the broker has every message sent, or raise: the first failed send's
+    error, or `KafkaTimeoutError`. A position moves past messages only after this, so a
+    send that failed is sent again, never skipped."""
+    producer.flush(timeout=timeout)
+    for future in sent:
+        future.get(timeout=0)
+
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +183,7 @@ class Relay:
             return 0
         decode = self._store.state_transcoder.decode
         decoded = [(n, decode(n.state)) for n in notifications]
+        sent: list[FutureRecordMetadata] = []
         self._learn_customer_ids(decoded)
         for notification, state in decoded:
             originator = notification.originator_id
@@ -177,8 +199,10 @@ class Relay:
                     event=event,
                 )
             )
-            self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
-        self._producer.flush()
+            sent.append(
+                self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
+            )
+        deliver(self._producer, sent)
         self._set_position(self.events_position_name, notifications[-1].id)
         self._events_at = notifications[-1].id
         return len(notifications)
@@ -195,6 +219,7 @@ class Relay:
             rows = curs.fetchall()
         if not rows:
             return 0
+        sent: list[FutureRecordMetadata] = []
         for row in rows:
             value = orjson.dumps(
                 {
@@ -211,8 +236,8 @@ class Relay:
                 }
             )
             key = row["customer_id"].encode() if row["customer_id"] else None
-            self._producer.send(self._dlq_topic, key=key, value=value)
-        self._producer.flush()
+            sent.append(self._producer.send(self._dlq_topic, key=key, value=value))
+        deliver(self._producer, sent)
         self._set_position(self.dlq_position_name, rows[-1]["id"])
         return len(rows)
 

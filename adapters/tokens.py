@@ -89,7 +89,7 @@ def check_name(name: str) -> str:
 
 
 class TokenStore:
-    """The `api_tokens` table (migration v6), on the store's connection pool."""
+    """The `api_tokens` table (migration v7), on the store's connection pool."""
 
     def __init__(self, datastore: PostgresDatastore, *, clock: Callable[[], datetime]) -> None:
         self._datastore = datastore

@@ -45,7 +45,9 @@ def broker_probe(bootstrap: str, *, timeout: float = 2.0) -> Callable[[], bool]:
     return reachable
 
 
-def api_context(services: Services, *, broker: str | None) -> ApiContext:
+def api_context(
+    services: Services, *, broker: str | None, master_key: MasterKey | None = None
+) -> ApiContext:
     settings = services.settings
     return ApiContext(
         store=services.store,
@@ -60,12 +62,12 @@ def api_context(services: Services, *, broker: str | None) -> ApiContext:
             ready_max_projector_lag=settings.http_ready_max_projector_lag,
         ),
         broker_reachable=broker_probe(broker) if broker else None,
+        master_key=master_key,
     )
 
 
 def admin_routers() -> Sequence[APIRouter]:
-    """Routers added to the API at wiring time. The admin webhook endpoints (issue 9,
-    item 3) belong here."""
+    """Routers added to the API at wiring time, beyond the built-in ones."""
     return ()
 
 
@@ -88,7 +90,9 @@ def http_app(
         clock=clock,
         pool_size=settings.http_pool_size,
     ) as services:
-        yield build_app(api_context(services, broker=broker), routers=admin_routers())
+        yield build_app(
+            api_context(services, broker=broker, master_key=master_key), routers=admin_routers()
+        )
 
 
 def split_address(address: str) -> tuple[str, int]:

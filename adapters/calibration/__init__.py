@@ -256,6 +256,7 @@ def _report(
             "warning_share": rule.warning,
             "critical_share": rule.critical,
             "target_precision": rule.target_precision,
+            **({"fixed": [float(as_points(v)) for v in rule.fixed]} if rule.fixed else {}),
         },
         "levels": {
             name: {

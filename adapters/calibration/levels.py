@@ -31,6 +31,9 @@ class LevelRule:
     """Customers at warning or above churn at least this often (None: no target)."""
     min_support: int = 20
     """A precision is only trusted over at least this many customers."""
+    fixed: tuple[int, int, int] | None = None
+    """Thresholds given in score steps (watch, warning, critical): only their figures are
+    measured (how the packaged default records what its hand-set levels select)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,11 @@ def choose_levels(
     ``churned`` outcomes: the precision), and what each level selects."""
     if not len(now):
         raise LevelError("no active customers at --as-of to set alert levels on")
+    if rule.fixed is not None:
+        return {
+            name: _figures(value, now, judged, churned)
+            for name, value in zip(LEVEL_NAMES, rule.fixed, strict=True)
+        }
     scores = now
     warning = _budget(rule.warning, scores) if rule.warning is not None else 1
     if rule.target_precision is not None:

@@ -48,6 +48,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_REPORT_HEADER = (
+    "\n# Written by `eventcrm calibrate`: how this policy's churn model was\n"
+    "# fitted and judged (informative; the projections do not read it).\n"
+)
+
+
 def write_policy(
     base_text: str,
     model: Fitted,
@@ -57,7 +63,7 @@ def write_policy(
     report: Mapping[str, Any],
     version: str,
 ) -> str:
-    doc = tomlkit.parse(base_text)
+    doc = tomlkit.parse(base_text.replace(_REPORT_HEADER, ""))
     doc["version"] = version
     churn = doc["churn"]
     assert isinstance(churn, Table)
@@ -86,10 +92,7 @@ def write_policy(
     if "calibration" in doc:
         del doc["calibration"]
     if report:
-        doc.add(tomlkit.nl())
-        doc.add(
-            tomlkit.comment("Written by `eventcrm calibrate`: how this policy's churn model was")
-        )
-        doc.add(tomlkit.comment("fitted and judged (informative; the projections do not read it)."))
+        body = tomlkit.dumps(doc).rstrip("\n")
+        doc = tomlkit.parse(f"{body}\n{_REPORT_HEADER}")
         doc["calibration"] = _plain(dict(report))
     return tomlkit.dumps(doc)

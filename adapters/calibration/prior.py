@@ -7,9 +7,8 @@ them with parameters published for a real retail log) and the persona simulator 
 adds subscriptions, support, complaints and surveys), two years each, seeded. A strong
 ridge keeps its curves smooth (it ranks real data better than the sharper fit the
 held-out cutoff would pick), and a few curves are then set by hand where synthetic
-customers cannot speak for real ones (:data:`OVERRIDES`). Alert levels are rounded from
-the blend's budget (about 25 / 10 / 3 % of active customers at watch / warning /
-critical).
+customers cannot speak for real ones (:data:`OVERRIDES`). Alert levels are set by hand
+(:data:`LEVELS`), and the file records what they select on the blend.
 
 ``python -m adapters.calibration.prior`` (``make default-policy``) rewrites
 ``projections/default_policy.toml`` this way; the rest of the file (tiers, lifecycle, FX)
@@ -25,7 +24,7 @@ from typing import Final
 
 import tomlkit
 
-from adapters.calibration import CalibrationOptions, calibrate
+from adapters.calibration import CalibrationOptions, LevelRule, calibrate
 from adapters.populations import as_histories, simulate_population
 from adapters.simulate import simulate
 from projections import load_policy
@@ -49,6 +48,8 @@ OVERRIDES: Final[dict[str, list[str]]] = {
     "nps_detractor": ["0", "0.4"],
 }
 LEVELS: Final = {"watch": 90, "warning": 95, "critical": "97.5"}
+LEVEL_STEPS: Final = (900, 950, 975)
+"""The same levels in score steps (tenths of a point), for their figures on the blend."""
 """Not the blend's own budget (its populations are mostly long gone, so its top 10 % sit
 at 98 %): a store that has not been calibrated gets levels that keep the queue short
 whatever its base rate. Measured: warning selects 0.4 % of the persona simulator's
@@ -79,7 +80,10 @@ def refit(base_text: str) -> str:
     policy = load_policy(base_text)
     result = calibrate(
         blend(), policy, base_text, as_of=END,
-        options=CalibrationOptions(max_cutoffs=12, l2_grid=(1e-3,), version=VERSION),
+        options=CalibrationOptions(
+            max_cutoffs=12, l2_grid=(1e-3,), version=VERSION,
+            levels=LevelRule(watch=None, warning=None, critical=None, fixed=LEVEL_STEPS),
+        ),
     )  # fmt: skip
     doc = tomlkit.parse(result.policy_text)
     churn = doc["churn"]
@@ -88,8 +92,12 @@ def refit(base_text: str) -> str:
     for name, value in LEVELS.items():
         churn["levels"][name] = value
     doc["alert"]["resolve_margin"] = 10
+    held_out = doc["calibration"]["held_out"]
+    if held_out.get("previous_policy_version") == VERSION:  # refitted over itself
+        del held_out["previous_policy_version"], held_out["previous_policy_auc"]
     doc["calibration"]["levels_chosen"] = (
-        "by hand, not by the budget below (adapters/calibration/prior.py LEVELS)"
+        "by hand (adapters/calibration/prior.py LEVELS); the figures below are what they "
+        "select on the blend"
     )
     text = tomlkit.dumps(doc)
     load_policy(text)  # still valid

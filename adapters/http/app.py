@@ -21,19 +21,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from adapters.http import api, console
+from adapters.http import api, console, webhooks
 from adapters.http.context import ApiContext, ApiError, error_body
 from adapters.http.metrics import REQUEST_SECONDS, registry_with
 from domain.errors import UnavailableError, UsageError, UserFacingError
 
 log = logging.getLogger(__name__)
 
-_STATUS_OF_CODE = {"token_exists": 409, "unknown_token": 404}
+_STATUS_OF_CODE = {"token_exists": 409, "unknown_token": 404, "unknown_webhook": 404}
 
 
 def build_app(context: ApiContext, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The app for one API process. ``routers`` are included after the built-in ones:
-    the admin webhook endpoints (issue 9, item 3) are added there at wiring time."""
+    """The app for one API process. ``routers`` are included after the built-in ones."""
     app = FastAPI(
         title="eventcrm",
         version="1",
@@ -70,6 +69,7 @@ def build_app(context: ApiContext, *, routers: Sequence[APIRouter] = ()) -> Fast
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     for router in routers:
         app.include_router(router)
     console.mount(app)

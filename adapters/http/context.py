@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from adapters.crypto import MasterKey
 from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
 from adapters.stats import PipelineStats
@@ -42,6 +43,8 @@ class ApiContext:
     limits: Limits = field(default_factory=Limits)
     broker_reachable: Callable[[], bool] | None = None
     """None: no broker configured (`/readyz` then does not check one)."""
+    master_key: MasterKey | None = None
+    """Wraps webhook signing secrets (the admin webhook endpoints need it)."""
 
 
 class ApiError(Exception):
@@ -78,6 +81,7 @@ ACCESS: Final[Mapping[str, frozenset[Role]]] = {
     "read_alerts": frozenset({"ops", "auditor"}),
     "act_on_alerts": frozenset({"ops"}),
     "manage_tokens": frozenset({"admin"}),
+    "manage_webhooks": frozenset({"admin"}),
     "use_console": frozenset({"ops", "auditor"}),
 }
 """Which roles may do what: the one table every endpoint and the console check

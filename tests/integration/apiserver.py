@@ -57,7 +57,7 @@ def running_api(
         if customers:
             seed(services, customers=customers)
         tokens = {role: services.tokens.create(name=f"{role}-user", role=role) for role in ROLES}
-        app = build_app(api_context(services, broker=None))
+        app = build_app(api_context(services, broker=None, master_key=key))
         server = uvicorn_server(app, "127.0.0.1:0")
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

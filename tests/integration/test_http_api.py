@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.crypto import MasterKey
+from adapters.webhooks import add_subscription
 from tests.integration.apiserver import RunningApi, running_api
 
 pytestmark = pytest.mark.integration
@@ -66,6 +68,14 @@ def matrix(api: RunningApi) -> list[Cell]:
     alerts = [row.alert_id for row in api.services.read_models.alerts(state="open", limit=6)]
     victim = f"victim-{uuid.uuid4().hex[:6]}"
     api.services.tokens.create(name=victim, role="producer")
+    hook = add_subscription(
+        api.services.store.datastore,
+        MasterKey.from_text(api.services.settings.master_key or ""),
+        url="http://127.0.0.1:9/hook",
+        levels="critical",
+        secret="s3cret",
+        secret_source="test",
+    )
     public = frozenset(CALLERS)
     readers = frozenset({"ops", "auditor"})
     return [
@@ -111,6 +121,16 @@ def matrix(api: RunningApi) -> list[Cell]:
             {"name": f"made-{uuid.uuid4().hex[:6]}", "role": "ops"},
         ),
         Cell("revoke token", "DELETE", f"/v1/tokens/{victim}", frozenset({"admin"}), 204),
+        Cell("list webhooks", "GET", "/v1/webhooks", frozenset({"admin"}), 200),
+        Cell(
+            "add webhook",
+            "POST",
+            "/v1/webhooks",
+            frozenset({"admin"}),
+            201,
+            {"url": "http://127.0.0.1:9/other", "levels": ["warning", "critical"]},
+        ),
+        Cell("remove webhook", "DELETE", f"/v1/webhooks/{hook.id}", frozenset({"admin"}), 200),
     ]
 
 

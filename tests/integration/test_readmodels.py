@@ -58,9 +58,9 @@ def readmodels(store: CustomerStore) -> ReadModelStore:
     return ReadModelStore(store)
 
 
-def test_the_schema_is_at_version_six_with_read_models(store: CustomerStore) -> None:
+def test_the_schema_is_at_the_current_version_with_read_models(store: CustomerStore) -> None:
     check_schema(store.datastore)
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     with store.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute("SELECT to_regclass('read_models') IS NOT NULL AS present")
         row = curs.fetchone()
