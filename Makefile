@@ -38,10 +38,14 @@ typecheck: $(STAMP) ## mypy, strict on domain, projections, adapters and infra
 test-unit: $(STAMP) ## fast tests of pure code
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
+test-integration: browser $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck $(STAMP) ## everything CI runs: lint, types, all tests
+browser: ## Debian's chromium and chromedriver for the console's browser test (apt-get only if missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: lint typecheck browser $(STAMP) ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 quality: $(STAMP) ## churn quality on every population: calibrated score vs days-since and RFM (~5 min)
@@ -56,5 +60,6 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.audit
+	$(PY) -m bench.http
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy bench
+.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy bench browser

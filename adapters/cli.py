@@ -26,6 +26,7 @@ from adapters.auditcli import add_audit_commands
 from adapters.checker import Broker
 from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
+from adapters.handlers import NoOpenAlertError, act_on_alert
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
 from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
@@ -33,6 +34,8 @@ from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import Arrival, ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
+from adapters.tokencli import add_token_commands
+from adapters.tokens import TokenStore
 from adapters.topics import TopicNames
 from adapters.webhookcli import add_webhook_commands
 from domain.alerts import AlertAction
@@ -65,6 +68,9 @@ class Runtime(Protocol):
 
     @property
     def policy_text(self) -> str: ...
+
+    @property
+    def tokens(self) -> TokenStore: ...
 
 
 OpenRuntime = Callable[[], AbstractContextManager[Runtime]]
@@ -209,7 +215,7 @@ def build_cli(
     *,
     open_kafka: OpenKafka,
     migrate: Callable[[], int],
-    serve: Callable[[set[str]], None],
+    serve: Callable[[set[str], str], None],
     demo: RunDemo,
     sample: Path,
     on_debug: Callable[[bool], None] = lambda requested: None,
@@ -291,6 +297,7 @@ def build_cli(
     _add_kafka_tools(app, alerts, open_kafka, err)
     _add_tools(app, open_runtime, err, sample, demo)
     _add_serve(app, err, serve)
+    add_token_commands(app, open_runtime, print_json=print_json, err=err)
 
     return app
 
@@ -545,26 +552,25 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
     def act(
         action: AlertAction, customer_id: str, by: str, reason: str, until: datetime | None
     ) -> None:
-        with open_runtime() as runtime:
-            with _known_customer(err, customer_id):
-                view = runtime.reader.customer(customer_id, as_of=runtime.clock())
-            if not view.alert_open or view.alert_id is None:
-                err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
-                raise typer.Exit(EXIT_FAILURE)
+        with open_runtime() as runtime, _known_customer(err, customer_id):
             try:
-                runtime.store.record_alert_action(
+                acted = act_on_alert(
+                    runtime.store,
+                    runtime.reader,
+                    runtime.clock,
                     customer_id,
                     action=action,
-                    alert_id=view.alert_id,
                     by=by,
                     reason=reason,
                     until=until,
                 )
+            except NoOpenAlertError:
+                err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
+                raise typer.Exit(EXIT_FAILURE) from None
             except InvalidAlertActionError as exc:
                 err.print(f"[red]{exc}[/red]")
                 raise typer.Exit(EXIT_USAGE) from None
-            after = runtime.reader.customer(customer_id, as_of=runtime.clock())
-        Console().print(f"{view.alert_id} {action} by {by}: alert now {after.alert_state}")
+        Console().print(f"{acted.alert_id} {action} by {by}: alert now {acted.state_after}")
 
     @alerts.command("ack")
     def ack_command(customer_id: str, by: By, reason: Why = "") -> None:
@@ -758,25 +764,36 @@ def _add_tools(
             _print_replay(result.replay_customer, steps[-15:])
 
 
-def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str]], None]) -> None:
+SERVE_ROLES = ("ingest", "relay", "project", "webhooks", "api")
+
+
+def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str], str], None]) -> None:
     @app.command("serve")
     def serve_command(
         role: Annotated[
             list[str] | None,
             typer.Option(
-                "--role", help="ingest, relay, project or webhooks (repeatable; default all)"
+                "--role",
+                help="ingest, relay, project, webhooks or api (repeatable; default all)",
             ),
         ] = None,
+        http: Annotated[
+            str, typer.Option("--http", help="where the api role listens (HOST:PORT)")
+        ] = "127.0.0.1:8080",
     ) -> None:
-        """Run the pipeline roles until SIGTERM/SIGINT (embedded PostgreSQL and broker
-        unless EVENTCRM_DATABASE_URL / EVENTCRM_KAFKA_BOOTSTRAP are set)."""
-        roles = {"ingest", "relay", "project", "webhooks"}
-        chosen = set(role or roles)
-        unknown = chosen - roles
+        """Run the pipeline roles and the HTTP API until SIGTERM/SIGINT (embedded
+        PostgreSQL and broker unless EVENTCRM_DATABASE_URL / EVENTCRM_KAFKA_BOOTSTRAP
+        are set; the api role alone needs no broker)."""
+        chosen = set(role or SERVE_ROLES)
+        unknown = chosen - set(SERVE_ROLES)
         if unknown:
             err.print(f"[red]unknown role(s): {', '.join(sorted(unknown))}[/red]")
             raise typer.Exit(EXIT_USAGE)
-        serve(chosen)
+        host, _, port = http.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            err.print(f"[red]--http {http!r} is not HOST:PORT[/red] (e.g. 127.0.0.1:8080)")
+            raise typer.Exit(EXIT_USAGE)
+        serve(chosen, http)
 
 
 def _offline_demo(open_runtime: OpenRuntime, err: Console, sample: Path) -> None:

@@ -31,6 +31,7 @@ from projections import (
     snapshot,
 )
 from projections.ports import ReadModelRow, ReadModelSink, StateLoader
+from projections.vocabulary import OPEN_ALERT_STATES
 
 READ_MODELS_TABLE: Final = "read_models"
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
@@ -157,6 +158,7 @@ class ReadModelStore(ReadModelSink):
             "LEFT JOIN {table} rm ON rm.originator_id = e.originator_id "
             "WHERE e.originator_version > coalesce(rm.applied_version, 0)"
         ).format(events=Identifier(self._datastore.schema, EVENTS_TABLE), table=table)
+        self._by_alert = SQL("SELECT customer_id FROM {} WHERE alert_id = %s LIMIT 1").format(table)
         self._due = SQL(
             "SELECT customer_id, applied_version, applied_position FROM {} "
             "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
@@ -240,6 +242,43 @@ class ReadModelStore(ReadModelSink):
             if len(rows) < self._page_size:
                 return
             after = rows[-1]["customer_id"]
+
+    def customer_of_alert(self, alert_id: str) -> str | None:
+        """The customer whose read model holds ``alert_id`` (index of migration v7)."""
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._by_alert, (alert_id,))
+            row = curs.fetchone()
+        return None if row is None else str(row["customer_id"])
+
+    def alerts(
+        self,
+        *,
+        state: str = "open",
+        level: str | None = None,
+        tier: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ReadModel]:
+        """Read models with an alert in ``state`` (``open``: any open state), most at
+        risk first; optionally of one churn level or tier, updated at or after ``since``."""
+        conditions: list[SQL | Composed] = [
+            SQL("alert_state = ANY(%s)") if state == "open" else SQL("alert_state = %s"),
+        ]
+        params: list[Any] = [sorted(OPEN_ALERT_STATES) if state == "open" else state]
+        for column, value in (("churn_level", level), ("tier", tier)):
+            if value is not None:
+                conditions.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        if since is not None:
+            conditions.append(SQL("updated_at >= %s"))
+            params.append(since)
+        statement = SQL(
+            "SELECT * FROM {} WHERE {} ORDER BY churn_score DESC, customer_id LIMIT %s OFFSET %s"
+        ).format(Identifier(READ_MODELS_TABLE), SQL(" AND ").join(conditions))
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (*params, limit, offset))
+            return [_read_model(row) for row in curs.fetchall()]
 
     def stamps(self) -> dict[str, Stamp]:
         """Every read model without its snapshot, by customer id (one query; what

@@ -24,7 +24,9 @@ from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
 from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
+from adapters.stats import PipelineStats
 from adapters.store import CustomerStore
+from adapters.tokens import TokenStore
 from adapters.topics import TopicNames
 from domain.errors import ConfigurationError, UnavailableError
 from infra import kafka
@@ -190,6 +192,8 @@ class Services:
     embedded: bool
     policy_text: str
     """The configured policy's text (what `calibrate` edits into a new policy)."""
+    tokens: TokenStore
+    stats: PipelineStats
 
 
 def default_policy_text() -> str:
@@ -255,10 +259,13 @@ def build_store(
     clock: Callable[[], datetime] = utc_now,
     as_role: str | None = None,
     pool_wait: int = POOL_WAIT_SECONDS,
+    pool_size: int = 2,
 ) -> CustomerStore:
     check_connection(app_url, role=as_role, variable="EVENTCRM_DATABASE_URL")
     store = CustomerStore(
-        store_env(app_url, role=as_role, settings=settings, pool_wait=pool_wait),
+        store_env(
+            app_url, role=as_role, settings=settings, pool_size=pool_size, pool_wait=pool_wait
+        ),
         master_key=master_key,
         max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
         clock=clock,
@@ -288,14 +295,36 @@ def services(
         # On the embedded default the owner connects, then acts as the application role,
         # so even local runs cannot UPDATE or DELETE events.
         role = settings.app_role if embedded else None
-        store = build_store(settings, app_url, master_key, clock=clock, as_role=role)
+        with wired(
+            settings, app_url, master_key, as_role=role, clock=clock, embedded=embedded
+        ) as wired_services:
+            yield wired_services
+
+
+@contextlib.contextmanager
+def wired(
+    settings: Settings,
+    app_url: str,
+    master_key: MasterKey,
+    *,
+    as_role: str | None,
+    clock: Callable[[], datetime] = utc_now,
+    embedded: bool = False,
+    pool_size: int = 2,
+) -> Iterator[Services]:
+    """The services of one process (a CLI command, the HTTP API) on a running database,
+    all on one clock: the one place they are built."""
+    store = build_store(
+        settings, app_url, master_key, clock=clock, as_role=as_role, pool_size=pool_size
+    )
+    try:
         importer = BulkImporter(
             store,
             batch_size=settings.import_batch_size,
             clock=clock,
             workers=settings.import_workers,
             worker_config=PreparerConfig(
-                datastore=datastore_kwargs(app_url, settings, role=role),
+                datastore=datastore_kwargs(app_url, settings, role=as_role),
                 master_key=encode_key(master_key.raw),
                 max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
                 cache_size=settings.aggregate_cache_size,
@@ -303,22 +332,23 @@ def services(
         )
         policy_text = configured_policy_text(settings)
         reader = ProjectionReader(store, load_policy(policy_text))
-        try:
-            # A wrong EVENTCRM_MASTER_KEY is refused before any command reads or
-            # writes anything (docs/privacy.md), not when the first key is unwrapped.
-            store.keyring.check_master()
-            yield Services(
-                settings=settings,
-                store=store,
-                importer=importer,
-                reader=reader,
-                read_models=ReadModelStore(store),
-                clock=clock,
-                embedded=embedded,
-                policy_text=policy_text,
-            )
-        finally:
-            store.close()
+        # A wrong EVENTCRM_MASTER_KEY is refused before any command reads or writes
+        # anything (docs/privacy.md), not when the first key is unwrapped.
+        store.keyring.check_master()
+        yield Services(
+            settings=settings,
+            store=store,
+            importer=importer,
+            reader=reader,
+            read_models=ReadModelStore(store),
+            clock=clock,
+            embedded=embedded,
+            policy_text=policy_text,
+            tokens=TokenStore(store.datastore, clock=clock),
+            stats=PipelineStats(store),
+        )
+    finally:
+        store.close()
 
 
 def run_migrations(settings: Settings, admin_url: str) -> int:

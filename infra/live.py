@@ -47,8 +47,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(settings: Settings, *, say: Callable[[str], None]) -> Iterator[Stack]:
-    """Configured services where set, embedded ones (PostgreSQL, Tansu) where not."""
+def running_stack(
+    settings: Settings, *, say: Callable[[str], None], broker: bool = True
+) -> Iterator[Stack]:
+    """Configured services where set, embedded ones (PostgreSQL, Tansu) where not (no
+    embedded broker when ``broker`` is False: the api role alone needs none)."""
     with (
         database(settings, say=say) as (admin_url, app_url, embedded),
         contextlib.ExitStack() as stack,
@@ -61,39 +64,93 @@ def running_stack(settings: Settings, *, say: Callable[[str], None]) -> Iterator
         # policy) is reported once, here, instead of by roles restarting forever.
         build_store(settings, app_url, master_key, as_role=as_role).close()
         load_configured_policy(settings)
-        if settings.kafka_bootstrap:
-            bootstrap = settings.kafka_bootstrap
+        if settings.kafka_bootstrap or not broker:
+            bootstrap = settings.kafka_bootstrap or ""
         else:
             bootstrap = stack.enter_context(embedded_broker()).bootstrap
             say(f"embedded Kafka-compatible broker (Tansu) on {bootstrap}")
         yield Stack(admin_url, app_url, master_key, bootstrap, as_role)
 
 
-def serve(settings: Settings, roles: set[str], *, say: Callable[[str], None]) -> None:
-    """Run `roles` until SIGTERM or SIGINT, then stop them cleanly."""
-    with running_stack(settings, say=say) as live:
+def serve(
+    settings: Settings,
+    roles: set[str],
+    *,
+    say: Callable[[str], None],
+    http: str = "127.0.0.1:8080",
+) -> None:
+    """Run `roles` until SIGTERM or SIGINT, then stop them cleanly. The ``api`` role
+    (the HTTP API and console at ``http``) runs in this process; the pipeline roles as
+    before."""
+    pipeline = roles - {"api"}
+    with running_stack(settings, say=say, broker=bool(pipeline)) as live:
         stop = threading.Event()
         handlers = {
             sig: signal.signal(sig, lambda *_: stop.set())
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        api: threading.Thread | None = None
+        failed: list[BaseException] = []
         try:
             say(f"serving {', '.join(sorted(roles))} (Ctrl-C or SIGTERM stops)")
-            # Several roles: one process each (they are CPU-bound; see run_role_processes).
-            run = run_roles if len(roles) == 1 else run_role_processes
-            run(
-                settings,
-                roles,
-                stop,
-                bootstrap=live.bootstrap,
-                app_url=live.app_url,
-                master_key=live.master_key,
-                as_role=live.as_role,
-                tuning=Tuning.from_settings(settings),
-            )
+            if "api" in roles:
+                api = threading.Thread(
+                    target=_serve_api,
+                    args=(settings, stop, live, http, say, failed),
+                    name="eventcrm-api-role",
+                    daemon=True,
+                )
+                api.start()
+            if not pipeline:
+                stop.wait()
+            else:
+                # Several roles: one process each (they are CPU-bound; see
+                # run_role_processes).
+                run = run_roles if len(pipeline) == 1 else run_role_processes
+                run(
+                    settings,
+                    pipeline,
+                    stop,
+                    bootstrap=live.bootstrap,
+                    app_url=live.app_url,
+                    master_key=live.master_key,
+                    as_role=live.as_role,
+                    tuning=Tuning.from_settings(settings),
+                )
         finally:
+            stop.set()
+            if api is not None:
+                api.join(20)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+        if failed:
+            raise failed[0]
+
+
+def _serve_api(  # noqa: PLR0917 - a thread target takes positional args
+    settings: Settings,
+    stop: threading.Event,
+    live: Stack,
+    http: str,
+    say: Callable[[str], None],
+    failed: list[BaseException],
+) -> None:
+    from infra.api import serve_api  # noqa: PLC0415 - uvicorn only where the api runs
+
+    try:
+        serve_api(
+            settings,
+            stop,
+            address=http,
+            app_url=live.app_url,
+            master_key=live.master_key,
+            as_role=live.as_role,
+            broker=live.bootstrap or None,
+            on_listening=lambda where: say(f"HTTP API and console on {where}"),
+        )
+    except BaseException as exc:  # noqa: BLE001 - handed to serve, which stops
+        failed.append(exc)
+        stop.set()
 
 
 @dataclass

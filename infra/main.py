@@ -85,11 +85,11 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
 
     # The streaming stack (faust, aiokafka) is imported only by the commands that run
     # it: every other command, and the import's spawned workers, start ~0.5 s faster.
-    def serve(roles: set[str]) -> None:
+    def serve(roles: set[str], http: str) -> None:
         from infra.live import serve as run  # noqa: PLC0415
         from infra.serve import exit_if_threads_linger  # noqa: PLC0415
 
-        run(settings(), roles, say=say)
+        run(settings(), roles, say=say, http=http)
         exit_if_threads_linger()
 
     def demo(customers: int, progress: Callable[[str, int, int], None]) -> DemoResult:

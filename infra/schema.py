@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -273,6 +273,26 @@ def _v7(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
+def _v8(role: str) -> list[sql.Composed | sql.SQL]:
+    """API tokens, stored as SHA-256 digests only (docs/adr/0020); a revoked token keeps
+    its row, so its name stays taken and the actions it signed stay attributable. Read
+    models get an index on their alert id: the HTTP API finds an alert's customer by it."""
+    tokens = sql.Identifier("api_tokens")  # adapters.tokens.TOKENS_TABLE
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " name text PRIMARY KEY, role text NOT NULL, digest text NOT NULL UNIQUE,"
+            " created_at timestamptz NOT NULL DEFAULT now(), last_used_at timestamptz,"
+            " revoked_at timestamptz)"
+        ).format(tokens),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(tokens, sql.Identifier(role)),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS read_models_alert_id_idx ON {} (alert_id)"
+            " WHERE alert_id IS NOT NULL"
+        ).format(sql.Identifier("read_models")),
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     1: _v1,
     2: _v2,
@@ -281,6 +301,7 @@ MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     5: _v5,
     6: _v6,
     7: _v7,
+    8: _v8,
 }
 
 

@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     checkpoint_dir: Path | None = None
     """Where `serve` also writes each checkpoint's file (`checkpoint-ID.json`). Unset: none."""
 
+    http_max_body_bytes: int = 4 * 1024 * 1024
+    """The HTTP API refuses a larger request body with 413 (a batch of interactions)."""
+    http_max_batch: int = 1000
+    """Interactions per `POST /v1/interactions`."""
+    http_pool_size: int = 8
+    """Database connections of an API process."""
+    http_ready_max_projector_lag: int = 10_000
+    """`/readyz` answers 503 while more stored events than this are not in the read models."""
+
 
 def load_settings() -> Settings:
     """`Settings()`, with a value that does not parse reported as a `ConfigurationError`

@@ -238,6 +238,10 @@ def _level_steps(
         if instant is None:
             return
         _advance(state, instant, _ignore_step)
+        if signals.score_at(state, instant) < above[0]:
+            # Not a crossing after all (the score is held, e.g. at 0 once churned):
+            # without this the loop crept on one microsecond at a time, for ever.
+            return
         step(instant, [], "score")
 
 

@@ -49,7 +49,10 @@ def test_serve_runs_every_role_in_its_own_process_and_stops_on_sigterm(
         "EVENTCRM_KAFKA_SESSION_TIMEOUT_SECONDS": "2",
     }
     serving = subprocess.Popen(
-        [EVENTCRM, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [EVENTCRM, "serve", "--http", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         interactions = simulate(customers=30, seed=41, end=END).interactions
