@@ -25,6 +25,7 @@ from rich.table import Table
 from adapters.checker import Broker, verify
 from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
+from adapters.identitycli import add_identity_commands
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
 from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
@@ -319,6 +320,7 @@ def build_cli(
     add_churn_commands(
         app, open_runtime, parse_instant=_parse_instant, print_json=print_json, err=err
     )
+    add_identity_commands(app, open_runtime, print_json=print_json)
     _add_rebuild(app, open_runtime, err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)

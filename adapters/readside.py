@@ -13,12 +13,14 @@ from eventsourcing.utils import get_topic
 
 from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import Customer
-from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, replay, snapshot
+from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, snapshot
+from projections.identity import identity_replay, partners, view
 from projections.vocabulary import ops_kind
 
 CREATED = get_topic(Customer.Created)
 RECORDED = get_topic(Customer.InteractionRecorded)
 ALERT_ACTION = get_topic(Customer.AlertActionRecorded)
+IDENTITY_LINK = get_topic(Customer.IdentityLinkRecorded)
 
 
 def input_event(version: int, topic: str, state: dict[str, Any]) -> InputEvent | None:
@@ -52,6 +54,14 @@ def input_event(version: int, topic: str, state: dict[str, Any]) -> InputEvent |
             occurred_at=state["occurred_at"],
             facts=facts,
         )
+    if topic == IDENTITY_LINK:
+        return InputEvent(
+            event_id=f"identity/v{version}",
+            version=version,
+            kind=f"identity_{state['action']}",
+            occurred_at=state["occurred_at"],
+            facts={k: state[k] for k in ("survivor", "merged", "by", "reason")},
+        )
     return None
 
 
@@ -80,11 +90,19 @@ class ProjectionReader:
             and (e := input_event(v, topic, state)) is not None
         ]
 
+    def group(self, customer_id: str) -> dict[str, list[InputEvent]]:
+        """The customer's projection inputs and those of every customer its history
+        was ever linked with by a merge: what `projections.identity` folds."""
+        histories = {customer_id: self.events(customer_id)}
+        for partner in partners(customer_id, histories[customer_id]):
+            histories[partner] = self.events(partner)
+        return histories
+
     def customer(self, customer_id: str, *, as_of: datetime) -> Snapshot:
-        return snapshot(fold(customer_id, self.events(customer_id), self.policy, as_of=as_of))
+        return view(customer_id, self.group(customer_id), self.policy, as_of=as_of)
 
     def replay(self, customer_id: str, *, as_of: datetime) -> list[ReplayStep]:
-        return replay(customer_id, self.events(customer_id), self.policy, as_of=as_of)
+        return identity_replay(customer_id, self.group(customer_id), self.policy, as_of=as_of)
 
     def histories(self) -> Iterator[History]:
         """Every customer's inputs, streaming the events table once in customer order."""
@@ -101,10 +119,20 @@ class ProjectionReader:
         if current is not None:
             yield current
 
+    def linked(self) -> set[str]:
+        """Every customer ever named by a merge (one indexed-free scan of the links)."""
+        return {
+            state[k] for _, state in self._store.identity_links() for k in ("survivor", "merged")
+        }
+
     def all_customers(self, *, as_of: datetime) -> Iterator[Snapshot]:
-        """Every customer's snapshot as of `as_of`."""
+        """Every customer's snapshot as of `as_of`, merges applied."""
+        linked = self.linked()
         for history in self.histories():
-            yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))
+            if history.customer_id in linked:
+                yield self.customer(history.customer_id, as_of=as_of)
+            else:
+                yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))
 
 
 @dataclass

@@ -42,8 +42,8 @@ from adapters.recorder import (
     KeyRow,
 )
 from adapters.retry import WRITE_CONFLICT
-from domain.alerts import AlertAction
-from domain.customer import Customer, customer_uuid, interaction_fields
+from domain.alerts import AlertAction, IdentityAction
+from domain.customer import Customer, check_identity_link, customer_uuid, interaction_fields
 from domain.errors import Code, InvalidInteraction, Rejection
 from domain.interactions import Interaction, parse_interaction
 
@@ -450,6 +450,55 @@ class CustomerStore(Application[UUID]):
             return int(aggregate.version)
 
         return WRITE_CONFLICT.call("record_alert_action", attempt, on=IntegrityError)
+
+    def record_identity_link(
+        self, action: IdentityAction, survivor: str, merged: str, *, by: str, reason: str
+    ) -> tuple[int, int]:
+        """Record a merge or unmerge on both customers' histories in one transaction
+        (optimistic concurrency on both: a concurrent link or event retries the check);
+        returns both new versions. Raises `InvalidIdentityLinkError` with its code."""
+        ids = (customer_uuid(survivor), customer_uuid(merged))
+
+        def attempt() -> tuple[int, int]:
+            loaded = self._load_customers_by_id(list(dict.fromkeys(ids)))
+            first, second = loaded.get(ids[0]), loaded.get(ids[1])
+            check_identity_link(
+                action, first, second, survivor_id=survivor, merged_id=merged, by=by,
+                reason=reason,
+            )  # fmt: skip
+            assert first is not None
+            assert second is not None
+            at = self.clock()
+            for aggregate in (first, second):
+                aggregate.link_identity(
+                    action=action, survivor=survivor, merged=merged, by=by, reason=reason, at=at
+                )
+            try:
+                self.save(first, second)
+            except IntegrityError:
+                self._evict(set(ids))
+                raise
+            return int(first.version), int(second.version)
+
+        return WRITE_CONFLICT.call("record_identity_link", attempt, on=IntegrityError)
+
+    def identity_links(self) -> list[tuple[int, dict[str, Any]]]:
+        """(notification id, state) of every recorded merge and unmerge, in store order,
+        once each (from the survivor's side): what identity resolution reads."""
+        statement = SQL(
+            "SELECT notification_id, originator_id, state FROM {} WHERE topic = %s "
+            "ORDER BY notification_id"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (get_topic(Customer.IdentityLinkRecorded),))
+            rows = curs.fetchall()
+        decode = self.state_transcoder.decode
+        links = []
+        for row in rows:
+            state = decode(bytes(row["state"]))
+            if row["originator_id"] == customer_uuid(state["survivor"]):
+                links.append((row["notification_id"], state))
+        return links
 
     # --- reading ---------------------------------------------------------------
 

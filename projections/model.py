@@ -186,9 +186,13 @@ class Snapshot:
     policy_version: str
     evaluated_at: datetime | None
     event_count: int
+    merged_into: str | None = None
+    """The survivor this customer is merged into (docs/identity.md): its values are then
+    the survivor's, and the pair's one alert is the survivor's."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        merged = {} if self.merged_into is None else {"merged_into": self.merged_into}
+        return merged | {
             "customer_id": self.customer_id,
             "tier": self.tier,
             "lifecycle_stage": self.lifecycle_stage,
