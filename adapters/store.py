@@ -523,6 +523,17 @@ class CustomerStore(Application[UUID]):
         for customer, version, topic, state, _ in self._scan_events(batch_rows):
             yield customer, version, topic, decode(state)
 
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each named customer's latest ``(version, notification id)``."""
+        by_uuid = {customer_uuid(c): c for c in customer_ids}
+        statement = SQL(
+            "SELECT originator_id, max(originator_version) AS v, max(notification_id) AS p "
+            "FROM {} WHERE originator_id = ANY(%s) GROUP BY 1"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(by_uuid),))
+            return {by_uuid[r["originator_id"]]: (r["v"], r["p"]) for r in curs.fetchall()}
+
     def last_positions(self) -> dict[UUID, int]:
         """Each customer's latest notification id (what a read model has applied)."""
         statement = SQL(

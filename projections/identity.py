@@ -283,16 +283,20 @@ def summary_of(view_: Snapshot) -> StepSummary:
 def identity_changes(before: Snapshot, after: Snapshot, event: InputEvent) -> list[Change]:
     """What a merge or unmerge moved for one customer, as changes at its instant, each
     carrying the link (who, why) as its reason."""
-    reason = Reason(
-        rule=f"identity.{event.kind.removeprefix('identity_')}",
-        message=(
+    if event.kind in IDENTITY_KINDS:
+        message = (
             f"{event.facts.get('merged')} {event.kind.removeprefix('identity_')} "
             f"{'into' if event.kind == IDENTITY_MERGED else 'from'} "
             f"{event.facts.get('survivor')} by {event.facts.get('by')}: "
             f"{event.facts.get('reason')}"
-        ),
+        )
+    else:
+        message = "an event of a merged customer refolded its identity group"
+    reason = Reason(
+        rule=f"identity.{event.kind.removeprefix('identity_')}",
+        message=message,
         policy_version=after.policy_version,
-        inputs={k: event.facts.get(k) for k in ("survivor", "merged", "by", "reason")},
+        inputs=dict(event.facts),
         event_ids=(event.event_id,),
     )
     pairs: list[tuple[ChangeKind, str, str]] = [
