@@ -259,7 +259,9 @@ class Projector:
         )
         if event is not None:
             as_of = event.occurred_at if as_of is None else max(as_of, event.occurred_at)
-        first = self._groups.load_group(customer_id, as_of=as_of, through_version=version - 1)
+        first = self._groups.load_group(
+            customer_id, as_of=as_of, through_version=None if identity else version - 1
+        )
         if not identity and not first.members and len(affected) == 1:
             self._unlink(customer_id)
             self._held[customer_id] = _Held(first.state, version - 1, position)
@@ -335,10 +337,10 @@ class Projector:
         return self._loader.load(customer_id, through_version=through_version)
 
     def _settle(self, touched: dict[str, _Held]) -> list[ReadModelRow]:
-        for survivor in [c for c in touched if c in self._members]:
-            for member in self._members[survivor]:
-                if member in self._held:
-                    touched.setdefault(member, self._held[member])
+        for customer in list(touched):
+            for other in self._group_of(customer):  # a member's event moves its group
+                if other in self._held:
+                    touched.setdefault(other, self._held[other])
         rows = []
         for customer_id, held in touched.items():
             view = self._view(customer_id)
