@@ -890,6 +890,8 @@ def _print_snapshot(view: Snapshot) -> None:
     console = Console()
     when = view.evaluated_at.strftime("%Y-%m-%d %H:%M UTC") if view.evaluated_at else "-"
     console.print(f"[bold]{view.customer_id}[/bold] as of {when} (policy {view.policy_version})")
+    if view.merged_into is not None:
+        console.print(f"merged into [bold]{view.merged_into}[/bold]: its values, its alert")
     table = Table(show_header=False, box=None)
     since = f" since {view.stage_entered_at:%Y-%m-%d}" if view.stage_entered_at else ""
     last = f"{view.last_purchase_at:%Y-%m-%d}" if view.last_purchase_at else "never"
@@ -929,6 +931,8 @@ def _print_replay(customer_id: str, steps: list[ReplayStep]) -> None:
             + (f" ({c.reasons[0].message})" if c.reasons else "")
             for c in step.changes
         )
+        if step.note is not None:
+            changes = f"{step.note.message}; {changes}" if changes else step.note.message
         table.add_row(
             f"{step.at:%Y-%m-%d %H:%M}",
             step.kind if step.event_id is None else f"{step.kind} {step.event_id}",

@@ -218,7 +218,8 @@ def identity_replay(
             after = view(customer_id, histories, policy, as_of=at)
             steps.append(
                 ReplayStep(at, event.event_id, event.kind, summary_of(after),
-                           tuple(identity_changes(before, after, event)))
+                           tuple(identity_changes(before, after, event)),
+                           link_reason(event, after.policy_version))
             )  # fmt: skip
             start = at
     return steps
@@ -280,9 +281,9 @@ def summary_of(view_: Snapshot) -> StepSummary:
     )
 
 
-def identity_changes(before: Snapshot, after: Snapshot, event: InputEvent) -> list[Change]:
-    """What a merge or unmerge moved for one customer, as changes at its instant, each
-    carrying the link (who, why) as its reason."""
+def link_reason(event: InputEvent, policy_version: str) -> Reason:
+    """The reason a merge or unmerge (or a refold of a merged group) gives its step and
+    changes: who linked whom, and why, as recorded."""
     if event.kind in IDENTITY_KINDS:
         message = (
             f"{event.facts.get('merged')} {event.kind.removeprefix('identity_')} "
@@ -292,13 +293,19 @@ def identity_changes(before: Snapshot, after: Snapshot, event: InputEvent) -> li
         )
     else:
         message = "an event of a merged customer refolded its identity group"
-    reason = Reason(
+    return Reason(
         rule=f"identity.{event.kind.removeprefix('identity_')}",
         message=message,
-        policy_version=after.policy_version,
+        policy_version=policy_version,
         inputs=dict(event.facts),
         event_ids=(event.event_id,),
     )
+
+
+def identity_changes(before: Snapshot, after: Snapshot, event: InputEvent) -> list[Change]:
+    """What a merge or unmerge moved for one customer, as changes at its instant, each
+    carrying the link (who, why) as its reason."""
+    reason = link_reason(event, after.policy_version)
     pairs: list[tuple[ChangeKind, str, str]] = [
         ("tier", before.tier, after.tier),
         ("lifecycle", before.lifecycle_stage, after.lifecycle_stage),

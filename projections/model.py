@@ -265,12 +265,15 @@ class ReplayStep:
     kind: str
     summary: StepSummary
     changes: tuple[Change, ...]
+    note: Reason | None = None
+    """Why the step happened when no change says it: a merge or unmerge (who, why)."""
 
     def to_dict(self) -> dict[str, Any]:
+        note = {} if self.note is None else {"reason": self.note.to_dict()}
         return {
             "at": self.at.isoformat(),
             "event_id": self.event_id,
             "kind": self.kind,
             "summary": self.summary.to_dict(),
             "changes": [change.to_dict() for change in self.changes],
-        }
+        } | note

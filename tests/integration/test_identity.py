@@ -173,3 +173,35 @@ def test_rebuild_and_the_audit_resolve_links_as_the_reader_does(
         for r in rebuilt_rows(store, reader.policy, as_of=END)
     )
     assert {d.customer_id for d in audit(read_models, store, reader.policy).differences} == {s}
+
+
+def test_the_merge_and_unmerge_commands_record_and_refuse_with_codes(
+    fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    from tests.integration.test_cli import run  # noqa: PLC0415
+
+    store = make_store(fresh_database_url)
+    seed(store, "cli-s", "cli-m")
+    url = fresh_database_url
+    merged = orjson.loads(
+        run(url, "merge", "cli-s", "cli-m", "--by", "kim", "--reason", "same", "--json").stdout
+    )
+    assert merged["customers"]["cli-m"]["merged_into"] == "cli-s"
+    shown = run(url, "customer", "cli-m").stdout
+    assert "merged into cli-s" in shown
+    again = run(url, "merge", "cli-s", "cli-m", "--by", "kim", "--reason", "x", check=False)
+    assert again.returncode == 2
+    assert "[already_merged]" in again.stderr
+    assert "Traceback" not in again.stderr
+    self_merge = run(url, "merge", "cli-s", "cli-s", "--by", "k", "--reason", "x", check=False)
+    assert (self_merge.returncode, "[merge_into_itself]" in self_merge.stderr) == (2, True)
+    text = run(url, "unmerge", "cli-s", "cli-m", "--by", "lee", "--reason", "two people").stdout
+    assert "cli-m unmerged from cli-s by lee: two people" in text
+    replayed = orjson.loads(run(url, "replay", "cli-s", "--json").stdout)
+    notes = [s["reason"]["message"] for s in replayed["steps"] if "reason" in s]
+    assert notes == [
+        "cli-m merged into cli-s by kim: same",
+        "cli-m unmerged from cli-s by lee: two people",
+    ]
+    not_merged = run(url, "unmerge", "cli-s", "cli-m", "--by", "k", "--reason", "x", check=False)
+    assert (not_merged.returncode, "[not_merged]" in not_merged.stderr) == (2, True)

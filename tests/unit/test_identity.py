@@ -124,6 +124,9 @@ def test_replay_shows_the_merge_and_the_unmerge_as_steps_with_their_reasons() ->
     unmerge = steps[kinds.index("identity_unmerged")]
     assert merge.at == at(MERGE_DAY)
     assert unmerge.at == at(UNMERGE_DAY)
+    assert merge.note is not None
+    assert "by kim: merged because same email" in merge.note.message
+    assert merge.to_dict()["reason"]["rule"] == "identity.merged"
     assert merge.summary.purchase_count == 9
     assert unmerge.summary.purchase_count == 3
     assert all(s.at <= merge.at for s in steps[: kinds.index("identity_merged")])
