@@ -91,11 +91,15 @@ class ProjectionReader:
         ]
 
     def group(self, customer_id: str) -> dict[str, list[InputEvent]]:
-        """The customer's projection inputs and those of every customer its history
-        was ever linked with by a merge: what `projections.identity` folds."""
+        """The customer's projection inputs and those of every customer linked with it,
+        or with those, by a merge: what `projections.identity` folds."""
         histories = {customer_id: self.events(customer_id)}
-        for partner in partners(customer_id, histories[customer_id]):
-            histories[partner] = self.events(partner)
+        frontier = [customer_id]
+        for _ in range(2):  # no chains: a member's survivor's members are two links away
+            found = {p for c in frontier for p in partners(c, histories[c])} - set(histories)
+            for partner in sorted(found):
+                histories[partner] = self.events(partner)
+            frontier = sorted(found)
         return histories
 
     def customer(self, customer_id: str, *, as_of: datetime) -> Snapshot:

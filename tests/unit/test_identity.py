@@ -154,3 +154,15 @@ def test_an_unmerge_closes_only_its_own_pair() -> None:
     events = [link_event("merged", 1, 2), link_event("unmerged", 2, 3), link_event("merged", 3, 4)]
     found = links(events)
     assert [(lk.start, lk.end) for lk in found] == [(at(1), at(2)), (at(3), None)]
+
+
+def test_a_member_of_a_survivor_holding_two_shows_the_union_of_all_three() -> None:
+    hist = histories(unmerge=False)
+    other = purchases("app", [30, 60])
+    hist["o"] = [*other, link_event("merged", MERGE_DAY + 5, 70, merged="o")]
+    hist["s"] = [*hist["s"], link_event("merged", MERGE_DAY + 5, 52, merged="o")]
+    t = at(MERGE_DAY + 10)
+    survivor = view("s", hist, POLICY, as_of=t)
+    assert survivor.purchase_count == 3 + 6 + 2
+    assert view("m", hist, POLICY, as_of=t).purchase_count == survivor.purchase_count
+    assert view("o", hist, POLICY, as_of=t).merged_into == "s"
