@@ -31,7 +31,7 @@ from projections import (
     next_deadline,
     snapshot,
 )
-from projections.identity import as_member, group_state, links, own, union, view
+from projections.identity import as_member, group_state, linked, links, own, union, view
 from projections.ports import Group, GroupLoader, ReadModelRow, ReadModelSink, StateLoader
 
 READ_MODELS_TABLE: Final = "read_models"
@@ -493,7 +493,6 @@ def audit(
     rows = read_models.stamps()
     result.read_models = len(rows)
     reader = ProjectionReader(store, policy)
-    linked = reader.linked()
     for history in reader.histories():
         result.customers += 1
         row = rows.pop(history.customer_id, None)
@@ -509,7 +508,7 @@ def audit(
                 result.overdue.append((row.customer_id, row.next_deadline))
             if row.evaluated_at is not None and row.evaluated_at > now + grace:
                 result.future.append((row.customer_id, row.evaluated_at))
-        if history.customer_id in linked:
+        if linked(history.events):
             result.differences.extend(_compare_linked(row, reader))
             continue
         applied = [e for e in history.events if e.version <= row.applied_version]
@@ -577,9 +576,8 @@ def rebuilt_rows(
     """Every customer's read model folded from its stored events, as of ``as_of``."""
     positions = store.last_positions()
     reader = ProjectionReader(store, policy)
-    linked = reader.linked()
     for history in reader.histories():
-        if history.customer_id in linked:
+        if linked(history.events):
             yield _linked_row(reader, history, positions, as_of)
             continue
         state = fold(history.customer_id, history.events, policy, as_of=as_of)

@@ -14,7 +14,7 @@ from eventsourcing.utils import get_topic
 from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import Customer
 from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, snapshot
-from projections.identity import identity_replay, partners, view
+from projections.identity import identity_replay, linked, partners, view
 from projections.vocabulary import ops_kind
 
 CREATED = get_topic(Customer.Created)
@@ -123,17 +123,10 @@ class ProjectionReader:
         if current is not None:
             yield current
 
-    def linked(self) -> set[str]:
-        """Every customer ever named by a merge (one indexed-free scan of the links)."""
-        return {
-            state[k] for _, state in self._store.identity_links() for k in ("survivor", "merged")
-        }
-
     def all_customers(self, *, as_of: datetime) -> Iterator[Snapshot]:
         """Every customer's snapshot as of `as_of`, merges applied."""
-        linked = self.linked()
         for history in self.histories():
-            if history.customer_id in linked:
+            if linked(history.events):
                 yield self.customer(history.customer_id, as_of=as_of)
             else:
                 yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))

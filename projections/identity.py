@@ -92,6 +92,11 @@ def partners(customer_id: str, events: Iterable[InputEvent]) -> set[str]:
     return {link.partner(customer_id) for link in links(events)}
 
 
+def linked(events: Iterable[InputEvent]) -> bool:
+    """Was this history ever named by a merge? (Both sides record every link.)"""
+    return any(e.kind in IDENTITY_KINDS for e in events)
+
+
 def own(events: Iterable[InputEvent]) -> list[InputEvent]:
     """The events a fold takes from a history: all but the identity links."""
     return [e for e in events if e.kind not in IDENTITY_KINDS]
