@@ -54,5 +54,6 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.webhooks
 
 .PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy bench

@@ -27,12 +27,14 @@ from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
 from adapters.identitycli import add_identity_commands
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
+from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import ProjectionReader
 from adapters.simulate import simulate
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.topics import TopicNames
+from adapters.webhookcli import add_webhook_commands
 from domain.alerts import AlertAction
 from domain.customer import InvalidAlertActionError
 from domain.errors import UsageError
@@ -233,10 +235,7 @@ def build_cli(
         version = migrate()
         err.print(f"schema at version {version}")
 
-    @app.command("schema")
-    def schema_command() -> None:
-        """Print the wire contract as JSON Schema, for upstream teams to validate against."""
-        print_json(interaction_json_schema())
+    _add_schema(app)
 
     @app.command("import")
     def import_command(
@@ -322,6 +321,7 @@ def build_cli(
     )
     add_identity_commands(app, open_runtime, print_json=print_json)
     _add_rebuild(app, open_runtime, err)
+    add_webhook_commands(app, open_runtime, print_json=print_json, err=err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
     _add_tools(app, open_runtime, err, sample, demo)
@@ -364,6 +364,29 @@ def _known_customer(err: Console, customer_id: str) -> Iterator[None]:
 
 def _as_of(runtime: Runtime, text: str | None) -> datetime:
     return _parse_instant(text) if text else runtime.clock()
+
+
+def _add_schema(app: typer.Typer) -> None:
+    @app.command("schema")
+    def schema_command(
+        topic: Annotated[
+            str | None,
+            typer.Option(
+                "--topic",
+                help="an outbound topic (churn-alerts, tier-changes, lifecycle-changes,"
+                " customer-events, interactions.dlq): its message's JSON Schema",
+            ),
+        ] = None,
+        version: Annotated[
+            int | None, typer.Option("--version", min=1, help="that version (default latest)")
+        ] = None,
+    ) -> None:
+        """Print the wire contract as JSON Schema, for upstream teams to validate against;
+        with --topic, the schema of what eventcrm publishes there (docs/outbound.md)."""
+        if topic is None:
+            print_json(interaction_json_schema())
+            return
+        print_json(load_schema(topic_of(topic), version))
 
 
 def _add_projection_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Console) -> None:
@@ -741,13 +764,16 @@ def _add_serve(app: typer.Typer, err: Console, serve: Callable[[set[str]], None]
     def serve_command(
         role: Annotated[
             list[str] | None,
-            typer.Option("--role", help="ingest, relay or project (repeatable; default all)"),
+            typer.Option(
+                "--role", help="ingest, relay, project or webhooks (repeatable; default all)"
+            ),
         ] = None,
     ) -> None:
         """Run the pipeline roles until SIGTERM/SIGINT (embedded PostgreSQL and broker
         unless EVENTCRM_DATABASE_URL / EVENTCRM_KAFKA_BOOTSTRAP are set)."""
-        chosen = set(role or ["ingest", "relay", "project"])
-        unknown = chosen - {"ingest", "relay", "project"}
+        roles = {"ingest", "relay", "project", "webhooks"}
+        chosen = set(role or roles)
+        unknown = chosen - roles
         if unknown:
             err.print(f"[red]unknown role(s): {', '.join(sorted(unknown))}[/red]")
             raise typer.Exit(EXIT_USAGE)

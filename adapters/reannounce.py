@@ -28,6 +28,7 @@ from psycopg.sql import SQL, Identifier
 
 from adapters.readmodels import READ_MODELS_TABLE
 from adapters.readside import ProjectionReader
+from adapters.relay import deliver
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames
 from projections import Change, Policy, replay
@@ -123,13 +124,16 @@ class Reannouncer:
                 sorted(lost),
                 since.isoformat(),
             )
+            futures = []
             for change in self._changes(since):
                 topic = self._topics.change_topic(change.kind)
                 if topic in lost:
                     value = orjson.dumps({**change.to_dict(), "reannounced": True})
-                    producer.send(topic, key=change.customer_id.encode(), value=value)
-                    sent += 1
-            producer.flush()
+                    futures.append(
+                        producer.send(topic, key=change.customer_id.encode(), value=value)
+                    )
+            deliver(producer, futures)
+            sent = len(futures)
         if pending:
             self._log.announced({topic: self._incarnations[topic] for topic in pending})
         return sent

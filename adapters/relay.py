@@ -26,13 +26,14 @@ import threading
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 import orjson
 import psycopg
 from eventsourcing.persistence import Tracking
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 from psycopg.sql import SQL, Identifier
 
 from adapters.readside import IDENTITY_LINK, customer_id_of, input_event
@@ -41,6 +42,26 @@ from adapters.store import CustomerStore
 from projections.identity import IDENTITY_KINDS, IDENTITY_MERGED
 from projections.messages import encode_customer_event
 from projections.model import InputEvent
+
+DELIVERY_TIMEOUT: Final = 30.0
+"""Seconds a batch may take to reach the broker before the relay gives up on this
+producer (the role restarts with a new one). After a broker wipe a producer can be left
+unable to send (its producer id refused): without a bound, ``flush`` waited forever."""
+
+
+def deliver(
+    producer: KafkaProducer,
+    sent: list[FutureRecordMetadata],
+    *,
+    timeout: float = DELIVERY_TIMEOUT,
+) -> None:
+    """Wait until the broker has every message sent, or raise: the first failed send's
+    error, or `KafkaTimeoutError`. A position moves past messages only after this, so a
+    send that failed is sent again, never skipped."""
+    producer.flush(timeout=timeout)
+    for future in sent:
+        future.get(timeout=0)
+
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +188,7 @@ class Relay:
             return 0
         decode = self._store.state_transcoder.decode
         decoded = [(n, decode(n.state)) for n in notifications]
+        sent: list[FutureRecordMetadata] = []
         self._learn_customer_ids(decoded)
         survivor_of = dict(self._links(start - 1))  # kept only once the batch is flushed
         for notification, state in decoded:
@@ -187,8 +209,8 @@ class Relay:
                     event=event,
                 )
             )
-            self._producer.send(self._events_topic, key=key.encode(), value=value)
-        self._producer.flush()
+            sent.append(self._producer.send(self._events_topic, key=key.encode(), value=value))
+        deliver(self._producer, sent)
         self._set_position(self.events_position_name, notifications[-1].id)
         self._events_at = notifications[-1].id
         self._survivor_of = survivor_of
@@ -216,6 +238,7 @@ class Relay:
             rows = curs.fetchall()
         if not rows:
             return 0
+        sent: list[FutureRecordMetadata] = []
         for row in rows:
             value = orjson.dumps(
                 {
@@ -232,8 +255,8 @@ class Relay:
                 }
             )
             key = row["customer_id"].encode() if row["customer_id"] else None
-            self._producer.send(self._dlq_topic, key=key, value=value)
-        self._producer.flush()
+            sent.append(self._producer.send(self._dlq_topic, key=key, value=value))
+        deliver(self._producer, sent)
         self._set_position(self.dlq_position_name, rows[-1]["id"])
         return len(rows)
 

@@ -72,6 +72,14 @@ class RetryPolicy:
         )
         return drawn if steady == 0 else fixed + drawn
 
+    def wait_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after ``attempt`` failures:
+        the same curve as `retrying`, for sites that keep their retry state in a
+        table (the webhook outbox's ``next_attempt_at``) instead of a loop."""
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = max(1, attempt)
+        return float(self.waits()(state))
+
     def _give_up(self) -> stop_base:
         stop: stop_base = stop_never
         if self.give_up_attempts is not None:
@@ -198,10 +206,19 @@ BROKER_PORT_IN_USE: Final = RetryPolicy(
 """The embedded broker's port is still held by the previous broker's connections in
 TIME_WAIT: spawn it again, until its start timeout (set per call)."""
 
+WEBHOOK_DELIVERY: Final = RetryPolicy(
+    "webhook-delivery", first_wait=2.0, max_wait=300.0, jitter=0.2, give_up_attempts=10
+)
+"""A webhook endpoint failed (no answer, or not 2xx): its pending deliveries wait, doubling
+from 2 s to 5 minutes. After ``give_up_attempts`` failures in a row the subscription is
+marked dead and reported; its deliveries are kept and probed every ``max_wait`` until the
+endpoint answers again (adapters.webhooks, ADR 0023): never dropped."""
+
 POLICIES: Final = (
     WRITE_CONFLICT,
     STORE_UNAVAILABLE,
     PROJECTOR_BATCH,
     ROLE_RESTART,
     BROKER_PORT_IN_USE,
+    WEBHOOK_DELIVERY,
 )

@@ -212,6 +212,11 @@ class CustomerStore(Application[UUID]):
         assert isinstance(datastore, PostgresDatastore)
         return datastore
 
+    @property
+    def master_key(self) -> MasterKey:
+        """The key that wraps customers' data keys (and webhook signing secrets)."""
+        return self._master_key
+
     def construct_transcoder(self) -> Transcoder:
         return self.state_transcoder
 
@@ -624,6 +629,10 @@ class CustomerStore(Application[UUID]):
             conn.transaction(),
             conn.cursor(name="eventcrm_verify_scan") as curs,
         ):
+            # One consistent snapshot, read while the caller works between batches
+            # (a backtest replays every customer): a read-only scan may sit idle in its
+            # transaction for longer than the pool's writer timeout allows.
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             curs.itersize = batch_rows
             curs.execute(statement)
             for row in curs:

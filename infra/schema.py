@@ -21,7 +21,7 @@ from adapters.recorder import (
 )
 from domain.errors import ConfigurationError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS_TABLE = "eventcrm_migrations"
 
 
@@ -173,12 +173,61 @@ def _v5(role: str) -> list[sql.Composed | sql.SQL]:
     ]
 
 
+def _v6(role: str) -> list[sql.Composed | sql.SQL]:
+    """Signed-webhook subscriptions to churn alerts, their delivery outbox, and the
+    deliverer's positions on `churn-alerts` (ADR 0023; adapters.webhooks names them)."""
+    r = sql.Identifier(role)
+    subscriptions = sql.Identifier("webhook_subscriptions")
+    deliveries = sql.Identifier("webhook_deliveries")
+    positions = sql.Identifier("webhook_positions")
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " id bigserial PRIMARY KEY, url text NOT NULL, levels text[] NOT NULL,"
+            " secret_ref uuid NOT NULL, secret bytea NOT NULL, secret_source text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT now(),"
+            " status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'dead')),"
+            " consecutive_failures int NOT NULL DEFAULT 0, dead_since timestamptz,"
+            " last_error text, last_attempt_at timestamptz, last_success_at timestamptz)"
+        ).format(subscriptions),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " id bigserial PRIMARY KEY,"
+            " subscription_id bigint NOT NULL REFERENCES {} (id) ON DELETE CASCADE,"
+            " idempotency_key text NOT NULL, alert_id text NOT NULL, customer_id text NOT NULL,"
+            " transition text NOT NULL, level text NOT NULL, body bytea NOT NULL,"
+            " state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),"
+            " attempts int NOT NULL DEFAULT 0,"
+            " next_attempt_at timestamptz NOT NULL DEFAULT now(), last_status int,"
+            " last_error text, created_at timestamptz NOT NULL DEFAULT now(),"
+            " delivered_at timestamptz, UNIQUE (subscription_id, idempotency_key))"
+        ).format(deliveries, subscriptions),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx ON {} (next_attempt_at, id)"
+            " WHERE state = 'pending'"
+        ).format(deliveries),
+        sql.SQL("CREATE INDEX IF NOT EXISTS webhook_deliveries_alert_idx ON {} (alert_id)").format(
+            deliveries
+        ),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, next_offset bigint NOT NULL)"
+        ).format(positions),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {}, {} TO {}").format(
+            subscriptions, deliveries, positions, r
+        ),
+        sql.SQL(
+            "GRANT USAGE ON SEQUENCE webhook_subscriptions_id_seq, webhook_deliveries_id_seq TO {}"
+        ).format(r),
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[str], list[sql.Composed | sql.SQL]]] = {
     1: _v1,
     2: _v2,
     3: _v3,
     4: _v4,
     5: _v5,
+    6: _v6,
 }
 
 

@@ -2,7 +2,8 @@
 
 Roles: ``ingest`` (Kafka `interactions` → the store), ``relay`` (the store's outbox →
 `customer-events` and the DLQ topic), ``project`` (the faust app of `streams.app`,
-run in-process with asyncio in its thread, as docs/streams-notes.md measured).
+run in-process with asyncio in its thread, as docs/streams-notes.md measured),
+``webhooks`` (`churn-alerts` → the webhook outbox → signed POSTs; ADR 0023).
 
 Each role builds its own clients (store pool, Kafka consumer or producer) when it
 starts and closes them when it ends, so the supervisor restarts a crashed role with
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import httpx
+from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
 from adapters.crypto import MasterKey
@@ -40,9 +43,16 @@ from adapters.ingest import Ingest
 from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.reannounce import IncarnationLog, Reannouncer
 from adapters.relay import Relay, RelayLockedError
-from adapters.retry import PROJECTOR_BATCH, ROLE_RESTART, STORE_UNAVAILABLE
+from adapters.retry import (
+    PROJECTOR_BATCH,
+    ROLE_RESTART,
+    STORE_UNAVAILABLE,
+    WEBHOOK_DELIVERY,
+    RetryPolicy,
+)
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
+from adapters.webhooks import AlertFeed, Deliverer, WebhookRole
 from infra.bootstrap import (
     ROLE_POOL_WAIT_SECONDS,
     build_store,
@@ -57,7 +67,7 @@ from streams.projector import Projector
 
 log = logging.getLogger(__name__)
 
-ROLES: Final = frozenset({"ingest", "relay", "project"})
+ROLES: Final = frozenset({"ingest", "relay", "project", "webhooks"})
 
 
 class RoleEndedError(RuntimeError):
@@ -83,6 +93,10 @@ class Tuning:
     group_prefix: str = "eventcrm"
     clock: Callable[[], datetime] = field(default=wall_clock)
     """The projector timer's clock (tests drive time with their own)."""
+    webhook_retry: RetryPolicy = WEBHOOK_DELIVERY
+    """Backoff of failing webhook endpoints, and after how many failures one is dead."""
+    webhook_timeout: float = 10.0
+    """Seconds a webhook receiver has to answer one delivery."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tuning:
@@ -92,7 +106,12 @@ class Tuning:
     @classmethod
     def fast(cls, **overrides: Any) -> Tuning:
         fast = cls(
-            session_timeout=2.0, heartbeat_interval=0.5, restart_pause=0.5, watch_interval=0.5
+            session_timeout=2.0,
+            heartbeat_interval=0.5,
+            restart_pause=0.5,
+            watch_interval=0.5,
+            webhook_retry=replace(WEBHOOK_DELIVERY, first_wait=0.1, max_wait=1.0),
+            webhook_timeout=2.0,
         )
         return replace(fast, **overrides)
 
@@ -344,6 +363,7 @@ class Pipeline:
             "ingest": self.ingest,
             "relay": self.relay,
             "project": self.project,
+            "webhooks": self.webhooks,
         }
         threads = [
             threading.Thread(
@@ -485,6 +505,37 @@ class Pipeline:
                     log.debug("relay: another relay is active; standing by")
                     stop.wait(self.tuning.restart_pause)
         finally:
+            client.close()
+            store.close()
+
+    def webhooks(self, stop: threading.Event) -> None:
+        """Feed the webhook outbox from `churn-alerts` and deliver it (ADR 0023)."""
+        store = self.store()
+        client = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+        )
+        http = httpx.Client(timeout=self.tuning.webhook_timeout, follow_redirects=False)
+        try:
+            feed = AlertFeed(
+                store.datastore,
+                client,
+                topic=self.topics.churn_alerts,
+                incarnation=self.incarnation(self.topics.churn_alerts),
+            )
+            deliverer = Deliverer(
+                store.datastore, self.master_key, http, policy=self.tuning.webhook_retry
+            )
+            role = WebhookRole(store.datastore, self.app_url, feed, deliverer)
+            while not stop.is_set():
+                if not role.run(stop):
+                    log.debug("webhooks: another deliverer is active; standing by")
+                    stop.wait(self.tuning.restart_pause)
+        finally:
+            http.close()
             client.close()
             store.close()
 

@@ -39,7 +39,7 @@ from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_o
 from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
-from infra.serve import Tuning, partition_of, run_role_processes, run_roles
+from infra.serve import STOP_TIMEOUT, Tuning, partition_of, run_role_processes, run_roles
 from projections import Change, replay
 from tests.conftest import StoreFactory, settings_for
 from tests.integration.test_pipeline import (
@@ -174,7 +174,7 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
         )
     finally:
         stop.set()
-        serving.join(timeout=30)
+        serving.join(timeout=STOP_TIMEOUT + 20)  # a role may need all of it
     assert not serving.is_alive(), "the roles did not stop"
 
     after = watch.ids()
@@ -669,7 +669,7 @@ def test_after_a_broker_wipe_a_subscriber_that_was_mid_stream_ends_with_every_al
         after = read_topic(broker.bootstrap, names.churn_alerts, 3)
     finally:
         stop.set()
-        serving.join(timeout=30)
+        serving.join(timeout=STOP_TIMEOUT + 20)  # a role may need all of it
     assert not serving.is_alive(), "the roles did not stop"
 
     seen = [orjson.loads(record.value) for record in [*before, *after]]

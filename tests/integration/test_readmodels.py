@@ -60,7 +60,7 @@ def readmodels(store: CustomerStore) -> ReadModelStore:
 
 def test_the_schema_is_at_the_current_version_with_read_models(store: CustomerStore) -> None:
     check_schema(store.datastore)
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     with store.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute("SELECT to_regclass('read_models') IS NOT NULL AS present")
         row = curs.fetchone()

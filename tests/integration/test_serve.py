@@ -74,7 +74,7 @@ def test_serve_runs_every_role_in_its_own_process_and_stops_on_sigterm(
         wait_until(projected, timeout=60, what="every customer projected by `eventcrm serve`")
         roles = psutil.Process(serving.pid).children(recursive=True)
         spawned = [p for p in roles if "spawn_main" in " ".join(p.cmdline())]
-        assert len(spawned) == 3, "ingest, relay and project, one process each"
+        assert len(spawned) == 4, "ingest, relay, project and webhooks, one process each"
     finally:
         serving.send_signal(signal.SIGTERM)
         try:
