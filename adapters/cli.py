@@ -500,6 +500,7 @@ EXPORT_COLUMNS = (
     "stage_entered_at",
     "policy_version",
     "evaluated_at",
+    "merged_into",
 )
 
 
@@ -514,7 +515,7 @@ def write_export(
     for view in views:
         row = view.to_dict()
         if writer is not None:
-            writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+            writer.writerow(["" if row.get(c) is None else row[c] for c in EXPORT_COLUMNS])
         else:
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
@@ -550,7 +551,8 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
             with _known_customer(err, customer_id):
                 view = runtime.reader.customer(customer_id, as_of=runtime.clock())
             if not view.alert_open or view.alert_id is None:
-                err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
+                merged = f" (merged into {view.merged_into}: act on it)" if view.merged_into else ""
+                err.print(f"[yellow]{customer_id} has no open alert{merged}[/yellow]")
                 raise typer.Exit(EXIT_FAILURE)
             try:
                 runtime.store.record_alert_action(

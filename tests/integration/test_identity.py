@@ -4,6 +4,8 @@ back byte-identical answers; `verify`'s audit and `rebuild` resolve links the sa
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -189,6 +191,10 @@ def test_the_merge_and_unmerge_commands_record_and_refuse_with_codes(
     assert merged["customers"]["cli-m"]["merged_into"] == "cli-s"
     shown = run(url, "customer", "cli-m").stdout
     assert "merged into cli-s" in shown
+    exported = {r["customer_id"]: r for r in csv.DictReader(io.StringIO(run(url, "export").stdout))}
+    assert (exported["cli-m"]["merged_into"], exported["cli-s"]["merged_into"]) == ("cli-s", "")
+    ack = run(url, "alerts", "ack", "cli-m", "--by", "kim", check=False)
+    assert "merged into cli-s" in ack.stderr
     again = run(url, "merge", "cli-s", "cli-m", "--by", "kim", "--reason", "x", check=False)
     assert again.returncode == 2
     assert "[already_merged]" in again.stderr
