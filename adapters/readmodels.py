@@ -310,7 +310,8 @@ class StoreStateLoader(StateLoader, GroupLoader):
                 if events
                 else initial_state(customer_id, policy)
             )
-            return Group(customer_id, (), state, self._store.heads([customer_id]))
+            heads = {} if through_version is not None else self._store.heads([customer_id])
+            return Group(customer_id, (), state, heads)
         survivor = current[0].survivor
         if survivor != customer_id:
             histories = self._reader.group(survivor)

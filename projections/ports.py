@@ -86,5 +86,6 @@ class GroupLoader(Protocol):
         members folded as of ``as_of`` (or their latest instant, link events included,
         if later). A customer linked to no one is folded through ``through_version``
         only (all if None) at the latest instant of that history, as `StateLoader.load`
-        does (``as_of`` is then ignored)."""
+        does (``as_of`` is then ignored; its ``heads`` may then be empty: the caller
+        knows the version it asked for)."""
         ...

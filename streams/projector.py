@@ -187,7 +187,9 @@ class Projector:
                     self._schedule(group.survivor, self._held[group.survivor])
                     loaded += 1
                     continue
-            held = _Held(self._load(customer_id, version), version, position)
+                held = _Held(group.state, version, position)
+            else:
+                held = _Held(self._load(customer_id, version), version, position)
             self._held[customer_id] = held
             self._schedule(customer_id, held)
             loaded += 1
@@ -259,10 +261,11 @@ class Projector:
         )
         if event is not None:
             as_of = event.occurred_at if as_of is None else max(as_of, event.occurred_at)
+        whole = identity or len(affected) > 1  # a link moves, or one this worker holds
         first = self._groups.load_group(
-            customer_id, as_of=as_of, through_version=None if identity else version - 1
+            customer_id, as_of=as_of, through_version=None if whole else version - 1
         )
-        if not identity and not first.members and len(affected) == 1:
+        if not whole and not first.members:
             self._unlink(customer_id)
             self._held[customer_id] = _Held(first.state, version - 1, position)
             return False
