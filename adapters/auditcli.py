@@ -25,9 +25,10 @@ from adapters.checkpoint import take, write_file
 from adapters.erasure import Eraser, Receipt, Tombstones
 from adapters.readmodels import ReadModelStore
 from adapters.readside import ProjectionReader
-from adapters.store import CustomerStore
+from adapters.store import CustomerNotFoundError, CustomerStore
 from adapters.topics import TopicNames
 from domain.errors import UsageError
+from projections.identity import links
 
 EXIT_FAILURE = 1
 
@@ -186,23 +187,40 @@ def _add_erasure(
         receipt; safe to repeat (docs/privacy.md)."""
         with open_runtime() as runtime:
             eraser = Eraser(runtime.store, clock=runtime.clock)
-            if broker() is not None:
-                with open_kafka() as kafka:
-                    producer = kafka.producer()
-                    receipt = eraser.forget(
-                        customer_id,
-                        by=by,
-                        reason=reason,
-                        tombstones=_tombstones(producer, kafka.topics),
-                    )
-            else:
-                receipt = eraser.forget(customer_id, by=by, reason=reason)
+            # A merged pair is one person: erasing either erases both (docs/identity.md).
+            merged = merged_with(runtime.reader, customer_id, runtime.clock())
+            receipts = []
+            for target in [customer_id, *merged]:
+                if broker() is not None:
+                    with open_kafka() as kafka:
+                        producer = kafka.producer()
+                        receipts.append(
+                            eraser.forget(
+                                target,
+                                by=by,
+                                reason=reason,
+                                tombstones=_tombstones(producer, kafka.topics),
+                            )
+                        )
+                else:
+                    receipts.append(eraser.forget(target, by=by, reason=reason))
+        receipt = receipts[0]
         if as_json:
-            print_json({**receipt.to_dict(), "already_erased": receipt.already})
+            print_json(
+                {
+                    **receipt.to_dict(),
+                    "already_erased": receipt.already,
+                    "merged_erased": [
+                        {**r.to_dict(), "already_erased": r.already} for r in receipts[1:]
+                    ],
+                }
+            )
             return
         if receipt.already:
             err.print(f"{customer_id} was erased before; its receipt:")
-        _print_receipts([receipt])
+        if merged:
+            err.print(f"{customer_id} is merged with {', '.join(merged)}: erased together")
+        _print_receipts(receipts)
 
     @app.command("erasures")
     def erasures_command(as_json: AsJson = False) -> None:
@@ -307,3 +325,12 @@ def print_verify(result: dict[str, Any]) -> None:
                 console.print(
                     f"[red]{kind}[/red] customer {example['customer_id']} at v{example['version']}"
                 )
+
+
+def merged_with(reader: ProjectionReader, customer_id: str, now: datetime) -> list[str]:
+    """The customers a merge in force now links with this one (both sides of a pair)."""
+    try:
+        events = reader.events(customer_id)
+    except CustomerNotFoundError:
+        return []
+    return sorted({link.partner(customer_id) for link in links(events) if link.active(now)})

@@ -27,6 +27,7 @@ from adapters.checker import Broker
 from adapters.churncli import add_churn_commands
 from adapters.codec import dumps
 from adapters.handlers import NoOpenAlertError, act_on_alert
+from adapters.identitycli import add_identity_commands
 from adapters.importer import BulkImporter, ImportSummary, LineRejected
 from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
@@ -291,6 +292,7 @@ def build_cli(
     add_churn_commands(
         app, open_runtime, parse_instant=_parse_instant, print_json=print_json, err=err
     )
+    add_identity_commands(app, open_runtime, print_json=print_json)
     _add_rebuild(app, open_runtime, err)
     add_webhook_commands(app, open_runtime, print_json=print_json, err=err)
     alerts = _add_alert_commands(app, open_runtime, err)
@@ -502,6 +504,7 @@ EXPORT_COLUMNS = (
     "stage_entered_at",
     "policy_version",
     "evaluated_at",
+    "merged_into",
 )
 
 
@@ -516,7 +519,7 @@ def write_export(
     for view in views:
         row = view.to_dict()
         if writer is not None:
-            writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+            writer.writerow(["" if row.get(c) is None else row[c] for c in EXPORT_COLUMNS])
         else:
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
@@ -564,8 +567,8 @@ def _add_alert_commands(app: typer.Typer, open_runtime: OpenRuntime, err: Consol
                     reason=reason,
                     until=until,
                 )
-            except NoOpenAlertError:
-                err.print(f"[yellow]{customer_id} has no open alert[/yellow]")
+            except NoOpenAlertError as exc:
+                err.print(f"[yellow]{exc.message}[/yellow]")
                 raise typer.Exit(EXIT_FAILURE) from None
             except InvalidAlertActionError as exc:
                 err.print(f"[red]{exc}[/red]")
@@ -885,6 +888,8 @@ def _print_snapshot(view: Snapshot) -> None:
     console = Console()
     when = view.evaluated_at.strftime("%Y-%m-%d %H:%M UTC") if view.evaluated_at else "-"
     console.print(f"[bold]{view.customer_id}[/bold] as of {when} (policy {view.policy_version})")
+    if view.merged_into is not None:
+        console.print(f"merged into [bold]{view.merged_into}[/bold]: its values, its alert")
     table = Table(show_header=False, box=None)
     since = f" since {view.stage_entered_at:%Y-%m-%d}" if view.stage_entered_at else ""
     last = f"{view.last_purchase_at:%Y-%m-%d}" if view.last_purchase_at else "never"
@@ -938,6 +943,8 @@ def _print_replay(
             + (f" ({c.reasons[0].message})" if c.reasons else "")
             for c in step.changes
         )
+        if step.note is not None:
+            changes = f"{step.note.message}; {changes}" if changes else step.note.message
         row = [
             f"{step.at:%Y-%m-%d %H:%M}",
             step.kind if step.event_id is None else f"{step.kind} {step.event_id}",

@@ -69,8 +69,9 @@ def act_on_alert(
     """
     view = reader.customer(customer_id, as_of=clock())
     if not view.alert_open or view.alert_id is None:
+        merged = f" (merged into {view.merged_into}: act on it)" if view.merged_into else ""
         raise NoOpenAlertError(
-            f"{customer_id} has no open alert", hint="list open alerts with `alerts list`"
+            f"{customer_id} has no open alert{merged}", hint="list open alerts with `alerts list`"
         )
     if alert_id is not None and view.alert_id != alert_id:
         raise NoOpenAlertError(

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
+from uuid import UUID
 
 import orjson
 from psycopg.sql import SQL, Composed, Identifier
 
-from adapters.readside import ProjectionReader
+from adapters.readside import History, ProjectionReader
 from adapters.recorder import EVENTS_TABLE
 from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import customer_uuid
@@ -30,7 +31,8 @@ from projections import (
     next_deadline,
     snapshot,
 )
-from projections.ports import ReadModelRow, ReadModelSink, StateLoader
+from projections.identity import as_member, group_state, linked, links, own, union, view
+from projections.ports import Group, GroupLoader, ReadModelRow, ReadModelSink, StateLoader
 from projections.vocabulary import OPEN_ALERT_STATES
 
 READ_MODELS_TABLE: Final = "read_models"
@@ -62,12 +64,16 @@ _UNNEST_ARGS: Final = SQL(
 
 _FORWARD: Final = SQL(
     # Forward only. A higher version includes more events: it wins. At the same version
-    # the state is a function of the evaluation time alone (live equals replay), so a
-    # later evaluation (a timer's advance) wins, and an equal one is the same row again
-    # (a redelivery): nothing to write.
+    # a higher position includes more of a merged partner's events (docs/identity.md;
+    # for anyone else the position is that version's own). Then the state is a
+    # function of the evaluation time alone (live equals replay), so a later evaluation
+    # (a timer's advance) wins, and an equal one is the same row again (a redelivery):
+    # nothing to write.
     "rm.applied_version < EXCLUDED.applied_version "
     "OR (rm.applied_version = EXCLUDED.applied_version "
-    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))"
+    "AND (rm.applied_position < EXCLUDED.applied_position "
+    "OR (rm.applied_position = EXCLUDED.applied_position "
+    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))))"
 )
 """The write rule: does the row ``EXCLUDED`` move the stored row ``rm`` forward?"""
 
@@ -313,12 +319,57 @@ class ReadModelStore(ReadModelSink):
         return [(r["customer_id"], r["applied_version"], r["applied_position"]) for r in rows]
 
 
-class StoreStateLoader(StateLoader):
+class StoreStateLoader(StateLoader, GroupLoader):
     """Rebuilds a customer's state from its stored events: the projector's
-    `StateLoader`, used when its in-memory state is stale or missing."""
+    `StateLoader`, used when its in-memory state is stale or missing, and its
+    `GroupLoader`, which resolves identity links (docs/identity.md)."""
 
     def __init__(self, store: CustomerStore, policy: Policy) -> None:
         self._reader = ProjectionReader(store, policy)
+        self._store = store
+
+    def load_group(
+        self, customer_id: str, *, as_of: datetime | None, through_version: int | None
+    ) -> Group:
+        policy = self._reader.policy
+        try:
+            histories = self._reader.group(customer_id)
+        except CustomerNotFoundError:
+            return Group(customer_id, (), initial_state(customer_id, policy), {})
+        current = [link for link in links(histories[customer_id]) if link.end is None]
+        if not current:
+            history = [
+                e
+                for e in histories[customer_id]
+                if through_version is None or e.version <= through_version
+            ]
+            events = own(history)
+            state = (
+                fold(customer_id, events, policy, as_of=state_instant(history))
+                if events
+                else initial_state(customer_id, policy)
+            )
+            heads = {} if through_version is not None else self._store.heads([customer_id])
+            return Group(customer_id, (), state, heads)
+        survivor = current[0].survivor
+        if survivor != customer_id:
+            histories = self._reader.group(survivor)
+        members = tuple(
+            sorted(
+                link.merged
+                for link in links(histories[survivor])
+                if link.end is None and link.survivor == survivor
+            )
+        )
+        everything = [e for c in (survivor, *members) for e in histories[c]]
+        latest = state_instant(everything)
+        state = fold(
+            survivor,
+            union(histories[survivor], {m: histories[m] for m in members}),
+            policy,
+            as_of=latest if as_of is None else max(as_of, latest),
+        )
+        return Group(survivor, members, state, self._store.heads([survivor, *members]))
 
     def load(self, customer_id: str, *, through_version: int) -> CustomerState:
         """The fold of the events with version ≤ ``through_version``, evaluated at the
@@ -329,15 +380,19 @@ class StoreStateLoader(StateLoader):
             events = self._reader.events(customer_id, through_version=through_version)
         except CustomerNotFoundError:
             events = []
-        if not events:
+        if not own(events):
             return initial_state(customer_id, policy)
-        as_of = max(event.occurred_at for event in events)
-        return fold(customer_id, events, policy, as_of=as_of)
+        return fold(customer_id, own(events), policy, as_of=state_instant(events))
 
 
-def _rank(row: ReadModelRow) -> tuple[int, datetime]:
+def state_instant(events: Sequence[InputEvent]) -> datetime:
+    """The latest instant of a history: where a fold of it stands when loaded."""
+    return max(event.occurred_at for event in events)
+
+
+def _rank(row: ReadModelRow) -> tuple[int, int, datetime]:
     """The order `upsert` keeps rows in, as its SQL rule does (NULL: earliest)."""
-    return (row.applied_version, row.snapshot.evaluated_at or _NEVER)
+    return (row.applied_version, row.applied_position, row.snapshot.evaluated_at or _NEVER)
 
 
 def _arrays(rows: Sequence[ReadModelRow]) -> tuple[list[Any], ...]:
@@ -495,6 +550,9 @@ def audit(
                 result.overdue.append((row.customer_id, row.next_deadline))
             if row.evaluated_at is not None and row.evaluated_at > now + grace:
                 result.future.append((row.customer_id, row.evaluated_at))
+        if linked(history.events):
+            result.differences.extend(_compare_linked(row, reader))
+            continue
         applied = [e for e in history.events if e.version <= row.applied_version]
         result.differences.extend(_compare(row, applied, policy))
     result.extra.extend((row.customer_id, row.applied_version) for row in rows.values())
@@ -514,6 +572,22 @@ def _compare(row: Stamp, events: Sequence[InputEvent], policy: Policy) -> Iterat
     if as_of is None:
         return
     fresh = snapshot(fold(row.customer_id, events, policy, as_of=as_of))
+    for name in COMPARED:
+        live, replayed = getattr(row, name), getattr(fresh, name)
+        if live != replayed:
+            yield Difference(row.customer_id, name, live, replayed)
+
+
+def _compare_linked(row: Stamp, reader: ProjectionReader) -> Iterator[Difference]:
+    """`_compare` for a customer ever named by a merge: the fresh answer resolves the
+    links as `customer` does (the partners' histories as stored now, docs/identity.md)."""
+    histories = reader.group(row.customer_id)
+    own_history = [e for e in histories[row.customer_id] if e.version <= row.applied_version]
+    histories[row.customer_id] = own_history
+    as_of = row.evaluated_at or (own_history[-1].occurred_at if own_history else None)
+    if as_of is None:
+        return
+    fresh = view(row.customer_id, histories, reader.policy, as_of=as_of)
     for name in COMPARED:
         live, replayed = getattr(row, name), getattr(fresh, name)
         if live != replayed:
@@ -543,7 +617,11 @@ def rebuilt_rows(
 ) -> Iterator[ReadModelRow]:
     """Every customer's read model folded from its stored events, as of ``as_of``."""
     positions = store.last_positions()
-    for history in ProjectionReader(store, policy).histories():
+    reader = ProjectionReader(store, policy)
+    for history in reader.histories():
+        if linked(history.events):
+            yield _linked_row(reader, history, positions, as_of)
+            continue
         state = fold(history.customer_id, history.events, policy, as_of=as_of)
         yield ReadModelRow(
             history.customer_id,
@@ -552,3 +630,21 @@ def rebuilt_rows(
             positions[history.customer],
             next_deadline(state),
         )
+
+
+def _linked_row(
+    reader: ProjectionReader, history: History, positions: dict[UUID, int], as_of: datetime
+) -> ReadModelRow:
+    """The rebuilt read model of a customer ever named by a merge (docs/identity.md):
+    a merged customer shows its survivor's union and has no timer of its own."""
+    histories = reader.group(history.customer_id)
+    config, state = group_state(history.customer_id, histories, reader.policy, as_of=as_of)
+    group = (config.survivor, *config.absorbed)
+    position = max(positions.get(customer_uuid(c), 0) for c in (*group, history.customer_id))
+    return ReadModelRow(
+        history.customer_id,
+        as_member(history.customer_id, config, snapshot(state)),
+        history.version,
+        position,
+        None if config.role == "merged" else next_deadline(state),
+    )

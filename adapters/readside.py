@@ -13,12 +13,14 @@ from eventsourcing.utils import get_topic
 
 from adapters.store import CustomerNotFoundError, CustomerStore
 from domain.customer import Customer
-from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, replay, snapshot
+from projections import InputEvent, Policy, ReplayStep, Snapshot, fold, snapshot
+from projections.identity import identity_replay, linked, partners, view
 from projections.vocabulary import ops_kind
 
 CREATED = get_topic(Customer.Created)
 RECORDED = get_topic(Customer.InteractionRecorded)
 ALERT_ACTION = get_topic(Customer.AlertActionRecorded)
+IDENTITY_LINK = get_topic(Customer.IdentityLinkRecorded)
 
 
 def input_event(version: int, topic: str, state: dict[str, Any]) -> InputEvent | None:
@@ -51,6 +53,14 @@ def input_event(version: int, topic: str, state: dict[str, Any]) -> InputEvent |
             kind=ops_kind(state["action"]),
             occurred_at=state["occurred_at"],
             facts=facts,
+        )
+    if topic == IDENTITY_LINK:
+        return InputEvent(
+            event_id=f"identity/v{version}",
+            version=version,
+            kind=f"identity_{state['action']}",
+            occurred_at=state["occurred_at"],
+            facts={k: state[k] for k in ("survivor", "merged", "by", "reason")},
         )
     return None
 
@@ -93,19 +103,34 @@ class ProjectionReader:
             and (e := input_event(v, topic, state)) is not None
         ]
 
+    def group(
+        self, customer_id: str, *, known_at: datetime | None = None
+    ) -> dict[str, list[InputEvent]]:
+        """The customer's projection inputs and those of every customer linked with it,
+        or with those, by a merge (as known at `known_at`): what `projections.identity`
+        folds."""
+        histories = {customer_id: self.events(customer_id, known_at=known_at)}
+        frontier = [customer_id]
+        for _ in range(2):  # no chains: a member's survivor's members are two links away
+            found = {p for c in frontier for p in partners(c, histories[c])} - set(histories)
+            for partner in sorted(found):
+                histories[partner] = self.events(partner, known_at=known_at)
+            frontier = sorted(found)
+        return histories
+
     def customer(
         self, customer_id: str, *, as_of: datetime, known_at: datetime | None = None
     ) -> Snapshot:
-        """Tier, stage, churn as of `as_of`, as known at `known_at` (default: now)."""
-        events = self.events(customer_id, known_at=known_at)
-        return snapshot(fold(customer_id, events, self.policy, as_of=as_of))
+        """Tier, stage, churn as of `as_of`, as known at `known_at` (default: now), merges
+        applied."""
+        group = self.group(customer_id, known_at=known_at)
+        return view(customer_id, group, self.policy, as_of=as_of)
 
     def replay(
         self, customer_id: str, *, as_of: datetime, known_at: datetime | None = None
     ) -> list[ReplayStep]:
-        return replay(
-            customer_id, self.events(customer_id, known_at=known_at), self.policy, as_of=as_of
-        )
+        group = self.group(customer_id, known_at=known_at)
+        return identity_replay(customer_id, group, self.policy, as_of=as_of)
 
     def timed_replay(
         self, customer_id: str, *, as_of: datetime, known_at: datetime | None = None
@@ -114,7 +139,7 @@ class ProjectionReader:
         whether it arrived late: after an event that occurred later than it had been
         recorded, so it changed a past the engine had already reported on."""
         timed = self._timed_events(customer_id, None, known_at)
-        steps = replay(customer_id, [e for e, _ in timed], self.policy, as_of=as_of)
+        steps = self.replay(customer_id, as_of=as_of, known_at=known_at)
         return steps, arrivals(timed)
 
     def histories(
@@ -153,9 +178,12 @@ class ProjectionReader:
     def all_customers(
         self, *, as_of: datetime, known_at: datetime | None = None
     ) -> Iterator[Snapshot]:
-        """Every customer's snapshot as of `as_of`, as known at `known_at`."""
+        """Every customer's snapshot as of `as_of`, as known at `known_at`, merges applied."""
         for history in self.histories(known_at=known_at):
-            yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))
+            if linked(history.events):
+                yield self.customer(history.customer_id, as_of=as_of, known_at=known_at)
+            else:
+                yield snapshot(fold(history.customer_id, history.events, self.policy, as_of=as_of))
 
 
 def recorded_at(state: dict[str, Any]) -> datetime | None:

@@ -32,6 +32,7 @@ from adapters.relay import deliver
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames
 from projections import Change, Policy, replay
+from projections.identity import IDENTITY_KINDS, identity_replay
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,13 @@ class Reannouncer:
                 continue
             customer_id = row["customer_id"]
             events = self._reader.events(customer_id, through_version=row["applied_version"])
-            steps = replay(customer_id, events, self._reader.policy, as_of=row["evaluated_at"])
+            if any(event.kind in IDENTITY_KINDS for event in events):  # docs/identity.md
+                histories = self._reader.group(customer_id) | {customer_id: events}
+                steps = identity_replay(
+                    customer_id, histories, self._reader.policy, as_of=row["evaluated_at"]
+                )
+            else:
+                steps = replay(customer_id, events, self._reader.policy, as_of=row["evaluated_at"])
             changes = [change for step in steps for change in step.changes]
             yield from _announced(changes, changed=row["changed"])
 

@@ -36,10 +36,12 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 from psycopg.sql import SQL, Identifier
 
-from adapters.readside import customer_id_of, input_event
+from adapters.readside import IDENTITY_LINK, customer_id_of, input_event
 from adapters.recorder import DEAD_LETTERS_TABLE, EVENTS_TABLE
 from adapters.store import CustomerStore
+from projections.identity import IDENTITY_KINDS, IDENTITY_MERGED
 from projections.messages import encode_customer_event
+from projections.model import InputEvent
 
 DELIVERY_TIMEOUT: Final = 30.0
 """Seconds a batch may take to reach the broker before the relay gives up on this
@@ -125,6 +127,9 @@ class Relay:
         self._batch_size = batch_size
         self._idle_wait = idle_wait
         self._customer_ids: dict[UUID, str] = {}
+        self._survivor_of: dict[str, str] | None = None
+        """Merged customer -> survivor as of the last published notification: the key
+        its events are published under (docs/identity.md)."""
         self.events_position_name = position_name(EVENTS_POSITION, events_incarnation)
         self.dlq_position_name = position_name(DLQ_POSITION, dlq_incarnation)
         self._needed_from = needed_from
@@ -185,11 +190,16 @@ class Relay:
         decoded = [(n, decode(n.state)) for n in notifications]
         sent: list[FutureRecordMetadata] = []
         self._learn_customer_ids(decoded)
+        survivor_of = dict(self._links(start - 1))  # kept only once the batch is flushed
         for notification, state in decoded:
             originator = notification.originator_id
             assert isinstance(originator, UUID)
             customer_id = self._customer_ids[originator]
             event = input_event(notification.originator_version, notification.topic, state)
+            key = survivor_of.get(customer_id, customer_id)
+            if event is not None and event.kind in IDENTITY_KINDS:
+                key = str(event.facts["survivor"])
+                follow_link(survivor_of, event)
             value = orjson.dumps(
                 encode_customer_event(
                     position=notification.id,
@@ -199,13 +209,22 @@ class Relay:
                     event=event,
                 )
             )
-            sent.append(
-                self._producer.send(self._events_topic, key=customer_id.encode(), value=value)
-            )
+            sent.append(self._producer.send(self._events_topic, key=key.encode(), value=value))
         deliver(self._producer, sent)
         self._set_position(self.events_position_name, notifications[-1].id)
         self._events_at = notifications[-1].id
+        self._survivor_of = survivor_of
         return len(notifications)
+
+    def _links(self, through: int) -> dict[str, str]:
+        """The links in force after notification ``through`` (read once, then followed)."""
+        if self._survivor_of is None:
+            survivor_of: dict[str, str] = {}
+            for position, state in self._store.identity_links():
+                if position <= through:
+                    follow_link(survivor_of, input_event(0, IDENTITY_LINK, state))
+            self._survivor_of = survivor_of
+        return self._survivor_of
 
     def publish_dead_letters(self) -> int:
         """Publish the next batch of dead letters, whatever path rejected them (ingest,
@@ -266,6 +285,7 @@ class Relay:
         """Publish until stopped; woken by NOTIFY, polling as the fallback."""
         with self.leadership() as conn:
             self._events_at = None  # re-read: another relay may have led meanwhile
+            self._survivor_of = None
             if self._reannounce is not None:
                 self._reannounce(self._producer)
             while not stop.is_set():
@@ -273,3 +293,14 @@ class Relay:
                 if published == 0:
                     for _ in conn.notifies(timeout=self._idle_wait, stop_after=1):
                         pass
+
+
+def follow_link(survivor_of: dict[str, str], event: InputEvent | None) -> None:
+    """Apply one merge or unmerge to the merged -> survivor map."""
+    if event is None or event.kind not in IDENTITY_KINDS:
+        return
+    merged = str(event.facts["merged"])
+    if event.kind == IDENTITY_MERGED:
+        survivor_of[merged] = str(event.facts["survivor"])
+    else:
+        survivor_of.pop(merged, None)

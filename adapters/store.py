@@ -43,8 +43,8 @@ from adapters.recorder import (
     KeyRow,
 )
 from adapters.retry import WRITE_CONFLICT
-from domain.alerts import AlertAction
-from domain.customer import Customer, customer_uuid, interaction_fields
+from domain.alerts import AlertAction, IdentityAction
+from domain.customer import Customer, check_identity_link, customer_uuid, interaction_fields
 from domain.errors import Code, InvalidInteraction, Rejection, UserFacingError
 from domain.interactions import Interaction, parse_interaction
 
@@ -507,6 +507,55 @@ class CustomerStore(Application[UUID]):
         self._evict({customer})
         self.keyring.drop(customer)
 
+    def record_identity_link(
+        self, action: IdentityAction, survivor: str, merged: str, *, by: str, reason: str
+    ) -> tuple[int, int]:
+        """Record a merge or unmerge on both customers' histories in one transaction
+        (optimistic concurrency on both: a concurrent link or event retries the check);
+        returns both new versions. Raises `InvalidIdentityLinkError` with its code."""
+        ids = (customer_uuid(survivor), customer_uuid(merged))
+
+        def attempt() -> tuple[int, int]:
+            loaded = self._load_customers_by_id(list(dict.fromkeys(ids)))
+            first, second = loaded.get(ids[0]), loaded.get(ids[1])
+            check_identity_link(
+                action, first, second, survivor_id=survivor, merged_id=merged, by=by,
+                reason=reason,
+            )  # fmt: skip
+            assert first is not None
+            assert second is not None
+            at = self.clock()
+            for aggregate in (first, second):
+                aggregate.link_identity(
+                    action=action, survivor=survivor, merged=merged, by=by, reason=reason, at=at
+                )
+            try:
+                self.save(first, second)
+            except IntegrityError:
+                self._evict(set(ids))
+                raise
+            return int(first.version), int(second.version)
+
+        return WRITE_CONFLICT.call("record_identity_link", attempt, on=IntegrityError)
+
+    def identity_links(self) -> list[tuple[int, dict[str, Any]]]:
+        """(notification id, state) of every recorded merge and unmerge, in store order,
+        once each (from the survivor's side): what identity resolution reads."""
+        statement = SQL(
+            "SELECT notification_id, originator_id, state FROM {} WHERE topic = %s "
+            "ORDER BY notification_id"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (get_topic(Customer.IdentityLinkRecorded),))
+            rows = curs.fetchall()
+        decode = self.state_transcoder.decode
+        links = []
+        for row in rows:
+            state = decode(bytes(row["state"]))
+            if row["originator_id"] == customer_uuid(state["survivor"]):
+                links.append((row["notification_id"], state))
+        return links
+
     # --- reading ---------------------------------------------------------------
 
     def stored_events(self, customer_id: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -548,6 +597,17 @@ class CustomerStore(Application[UUID]):
                 on_damaged(customer, version)
                 continue
             yield customer, version, topic, decoded
+
+    def heads(self, customer_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each named customer's latest ``(version, notification id)``."""
+        by_uuid = {customer_uuid(c): c for c in customer_ids}
+        statement = SQL(
+            "SELECT originator_id, max(originator_version) AS v, max(notification_id) AS p "
+            "FROM {} WHERE originator_id = ANY(%s) GROUP BY 1"
+        ).format(Identifier(self.datastore.schema, EVENTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(by_uuid),))
+            return {by_uuid[r["originator_id"]]: (r["v"], r["p"]) for r in curs.fetchall()}
 
     def last_positions(self) -> dict[UUID, int]:
         """Each customer's latest notification id (what a read model has applied)."""

@@ -11,3 +11,8 @@ from typing import Final, Literal, get_args
 
 AlertAction = Literal["acknowledged", "snoozed", "resolved"]
 ALERT_ACTIONS: Final[tuple[AlertAction, ...]] = get_args(AlertAction)
+
+IdentityAction = Literal["merged", "unmerged"]
+"""What ops can do about two ids of one person (docs/identity.md); the projections fold
+each as an input event of kind ``identity_<action>``."""
+IDENTITY_ACTIONS: Final[tuple[IdentityAction, ...]] = get_args(IdentityAction)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.alerts import ALERT_ACTIONS, AlertAction
+from domain.alerts import ALERT_ACTIONS, AlertAction, IdentityAction
 from domain.interactions import Interaction
 
 CUSTOMER_NAMESPACE = UUID("6f0e5b8e-52a4-4d2c-9a51-4d0c1b8a7e21")
@@ -68,6 +68,17 @@ class Customer(Aggregate):
         reason: str
         occurred_at: datetime
 
+    class IdentityLinkRecorded(Aggregate.Event):
+        """Ops said two customer ids are one person (``merged``) or undid it
+        (``unmerged``); recorded on both customers' histories (docs/identity.md)."""
+
+        action: str
+        survivor: str
+        merged: str
+        by: str
+        reason: str
+        occurred_at: datetime
+
     @staticmethod
     def create_id(customer_id: str) -> UUID:
         return customer_uuid(customer_id)
@@ -77,6 +88,10 @@ class Customer(Aggregate):
         self.customer_id = customer_id
         self.interaction_count = 0
         self.last_occurred_at: datetime | None = None
+        self.merged_into: str | None = None
+        """The survivor this customer is merged into now, if any."""
+        self.absorbed: frozenset[str] = frozenset()
+        """The customers merged into this one now."""
 
     def record(self, interaction: Interaction, *, digest: str) -> None:
         """Append one validated interaction; `digest` identifies its payload for dedupe."""
@@ -110,6 +125,42 @@ class Customer(Aggregate):
     @event(Forgotten)
     def _forgotten(self, *, by: str, reason: str, occurred_at: datetime) -> None:
         pass
+
+    def link_identity(
+        self,
+        *,
+        action: IdentityAction,
+        survivor: str,
+        merged: str,
+        by: str,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        """Record one side of a merge or unmerge; the caller records the other side in
+        the same transaction, after `check_identity_link` passed on both."""
+        if self.customer_id not in (survivor, merged):
+            raise WrongCustomerError(survivor, self.customer_id)
+        self._identity_link_recorded(
+            action=action, survivor=survivor, merged=merged, by=by, reason=reason, occurred_at=at
+        )
+
+    @event(IdentityLinkRecorded)
+    def _identity_link_recorded(
+        self,
+        *,
+        action: str,
+        survivor: str,
+        merged: str,
+        by: str,
+        reason: str,
+        occurred_at: datetime,
+    ) -> None:
+        if self.customer_id == merged:
+            self.merged_into = survivor if action == "merged" else None
+        elif action == "merged":
+            self.absorbed = self.absorbed | {merged}
+        else:
+            self.absorbed = self.absorbed - {merged}
 
     @event(AlertActionRecorded)
     def _alert_action_recorded(
@@ -199,6 +250,69 @@ def check_erasure(*, by: str, reason: str, at: datetime) -> None:
         raise InvalidErasureError("--reason (why) must be 1-1000 characters")
     if at.utcoffset() is None:
         raise InvalidErasureError("times must carry a UTC offset")
+
+
+class InvalidIdentityLinkError(ValueError):
+    """A merge or unmerge that cannot be recorded; ``code`` is documented in docs/errors.md."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_identity_link(
+    action: IdentityAction,
+    survivor: Customer | None,
+    merged: Customer | None,
+    *,
+    survivor_id: str,
+    merged_id: str,
+    by: str,
+    reason: str,
+) -> None:
+    """Refuse a merge or unmerge that would leave the identity links ambiguous.
+
+    Merges are not transitive: a merged customer cannot absorb others, nor be merged
+    again, and a survivor cannot itself be merged while it holds others (no chains), so
+    every customer resolves to its survivor in one step (docs/identity.md).
+    """
+    if not by.strip() or len(by) > 128:
+        raise InvalidIdentityLinkError("invalid_by", "--by (who acted) must be 1-128 characters")
+    if not reason.strip() or len(reason) > 1000:
+        raise InvalidIdentityLinkError(
+            "invalid_reason", "--reason must be 1-1000 characters (it is the audit trail)"
+        )
+    if survivor_id == merged_id:
+        raise InvalidIdentityLinkError(
+            "merge_into_itself", f"cannot {action.removesuffix('d')} {survivor_id!r} with itself"
+        )
+    for customer, name in ((survivor, survivor_id), (merged, merged_id)):
+        if customer is None:
+            raise InvalidIdentityLinkError("unknown_customer", f"no history for customer {name!r}")
+    assert survivor is not None
+    assert merged is not None
+    if action == "unmerged":
+        if merged.merged_into != survivor_id:
+            raise InvalidIdentityLinkError(
+                "not_merged", f"{merged_id!r} is not merged into {survivor_id!r}"
+            )
+        return
+    if merged.merged_into is not None:
+        raise InvalidIdentityLinkError(
+            "already_merged", f"{merged_id!r} is already merged into {merged.merged_into!r}"
+        )
+    if survivor.merged_into is not None:
+        raise InvalidIdentityLinkError(
+            "merge_chain",
+            f"{survivor_id!r} is itself merged into {survivor.merged_into!r}; "
+            f"merge into {survivor.merged_into!r} instead",
+        )
+    if merged.absorbed:
+        raise InvalidIdentityLinkError(
+            "merge_chain",
+            f"{merged_id!r} holds merged customers ({', '.join(sorted(merged.absorbed))}); "
+            "unmerge them first, or merge the other way round",
+        )
 
 
 class WrongCustomerError(ValueError):

@@ -604,7 +604,11 @@ class Pipeline:
 
             def projector(publisher: ChangePublisher) -> Projector:
                 return Projector(
-                    policy=policy, loader=loader, sink=read_models, publisher=publisher
+                    policy=policy,
+                    loader=loader,
+                    sink=read_models,
+                    publisher=publisher,
+                    groups=loader,
                 )
 
             batches = PROJECTOR_BATCH.starting_at(self.tuning.restart_pause)

@@ -186,9 +186,13 @@ class Snapshot:
     policy_version: str
     evaluated_at: datetime | None
     event_count: int
+    merged_into: str | None = None
+    """The survivor this customer is merged into (docs/identity.md): its values are then
+    the survivor's, and the pair's one alert is the survivor's."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        merged = {} if self.merged_into is None else {"merged_into": self.merged_into}
+        return merged | {
             "customer_id": self.customer_id,
             "tier": self.tier,
             "lifecycle_stage": self.lifecycle_stage,
@@ -261,12 +265,15 @@ class ReplayStep:
     kind: str
     summary: StepSummary
     changes: tuple[Change, ...]
+    note: Reason | None = None
+    """Why the step happened when no change says it: a merge or unmerge (who, why)."""
 
     def to_dict(self) -> dict[str, Any]:
+        note = {} if self.note is None else {"reason": self.note.to_dict()}
         return {
             "at": self.at.isoformat(),
             "event_id": self.event_id,
             "kind": self.kind,
             "summary": self.summary.to_dict(),
             "changes": [change.to_dict() for change in self.changes],
-        }
+        } | note

@@ -8,7 +8,7 @@ each other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -58,3 +58,34 @@ class ChangePublisher(Protocol):
     means the changes are durably handed over (flushed). Any return value is ignored."""
 
     def publish(self, changes: Sequence[Change]) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A customer's identity group as stored now (docs/identity.md): the survivor, the
+    customers merged into it, their union's state, and each member's latest stored
+    ``(version, position)``. An unlinked customer is a group of one."""
+
+    survivor: str
+    members: tuple[str, ...]
+    state: CustomerState
+    heads: Mapping[str, tuple[int, int]]
+
+    @property
+    def customers(self) -> tuple[str, ...]:
+        return (self.survivor, *self.members)
+
+
+class GroupLoader(Protocol):
+    """Identity resolution for the projector: which customers project as one, folded."""
+
+    def load_group(
+        self, customer_id: str, *, as_of: datetime | None, through_version: int | None
+    ) -> Group:
+        """The group ``customer_id`` belongs to now, with every stored event of its
+        members folded as of ``as_of`` (or their latest instant, link events included,
+        if later). A customer linked to no one is folded through ``through_version``
+        only (all if None) at the latest instant of that history, as `StateLoader.load`
+        does (``as_of`` is then ignored; its ``heads`` may then be empty: the caller
+        knows the version it asked for)."""
+        ...

@@ -26,8 +26,24 @@ from projections import (
     next_deadline,
     snapshot,
 )
+from projections.identity import (
+    IDENTITY_KINDS,
+    Configuration,
+    Role,
+    as_member,
+    identity_changes,
+    union,
+)
 from projections.messages import CustomerEvent, WireError, decode_customer_event
-from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
+from projections.model import InputEvent, Snapshot, from_micros
+from projections.ports import (
+    ChangePublisher,
+    Group,
+    GroupLoader,
+    ReadModelRow,
+    ReadModelSink,
+    StateLoader,
+)
 
 _HEAP_SLACK = 1024
 """Stale heap entries tolerated beyond twice the live ones before the heap is rebuilt."""
@@ -93,9 +109,15 @@ class Projector:
         loader: StateLoader,
         sink: ReadModelSink,
         publisher: ChangePublisher,
+        groups: GroupLoader | None = None,
     ) -> None:
         self._policy = policy
         self._loader = loader
+        self._groups = groups
+        self._survivor_of: dict[str, str] = {}
+        """Merged customer -> its survivor, for the groups this worker holds."""
+        self._members: dict[str, tuple[str, ...]] = {}
+        """Survivor -> the customers merged into it, for the groups this worker holds."""
         self._sink = sink
         self._publisher = publisher
         self._held: dict[str, _Held] = {}
@@ -157,7 +179,17 @@ class Projector:
             held = self._held.get(customer_id)
             if held is not None and held.version >= version:
                 continue
-            held = _Held(self._load(customer_id, version), version, position)
+            if self._groups is not None:
+                group = self._groups.load_group(customer_id, as_of=None, through_version=version)
+                if group.members:
+                    self._unlink(customer_id)
+                    self._install(group, {}, {}, [], None, customer_id)
+                    self._schedule(group.survivor, self._held[group.survivor])
+                    loaded += 1
+                    continue
+                held = _Held(group.state, version, position)
+            else:
+                held = _Held(self._load(customer_id, version), version, position)
             self._held[customer_id] = held
             self._schedule(customer_id, held)
             loaded += 1
@@ -181,14 +213,126 @@ class Projector:
         applied = 0 if held is None else held.version
         if version <= applied:
             return
+        if self._groups is not None and (
+            (event is not None and event.kind in IDENTITY_KINDS)
+            or ((held is None or version > applied + 1) and version > 2)
+        ):
+            if self._fold_group(message, changes, touched):
+                return
+            held = self._held.get(customer_id)
+            applied = 0 if held is None else held.version
         if held is None or version > applied + 1:
             held = _Held(self._load(customer_id, version - 1), version - 1, position)
             self._held[customer_id] = held
         touched[customer_id] = held
         if event is not None:
+            if customer_id in self._survivor_of:
+                event = union([], {customer_id: [event]})[0]  # its id as in the union
             changes.extend(apply(held.state, event)[1])
         held.version = version
         held.position = position
+
+    def _fold_group(
+        self, message: CustomerEvent, changes: list[Change], touched: dict[str, _Held]
+    ) -> bool:
+        """Identity resolution (docs/identity.md). A merge or unmerge, or a customer this
+        worker must (re)load, is resolved against the store: the groups of every customer
+        concerned are refolded from all their stored events, each member then shows its
+        survivor's union, and each customer whose view moved gets the changes (with the
+        link's reason). Both sides of a link are stored in one transaction, so the first
+        of its two messages does the work and the second is a duplicate. Returns False
+        for an unlinked customer (its state is loaded through the version before the
+        message): the ordinary path goes on."""
+        assert self._groups is not None
+        customer_id, version, position, event = message
+        identity = event is not None and event.kind in IDENTITY_KINDS
+        affected = dict.fromkeys(self._group_of(customer_id))
+        if identity:
+            assert event is not None
+            affected.update(dict.fromkeys(str(event.facts[k]) for k in ("survivor", "merged")))
+        before = {c: self._view(c) for c in affected}
+        as_of = max(
+            (
+                from_micros(h.state.clock)
+                for c in before
+                if (h := self._held.get(c)) is not None and h.state.clock is not None
+            ),
+            default=None,
+        )
+        if event is not None:
+            as_of = event.occurred_at if as_of is None else max(as_of, event.occurred_at)
+        whole = identity or len(affected) > 1  # a link moves, or one this worker holds
+        first = self._groups.load_group(
+            customer_id, as_of=as_of, through_version=None if whole else version - 1
+        )
+        if not whole and not first.members:
+            self._unlink(customer_id)
+            self._held[customer_id] = _Held(first.state, version - 1, position)
+            return False
+        groups = {first.survivor: first}
+        for customer in [*affected]:
+            if not any(customer in g.customers for g in groups.values()):
+                group = self._groups.load_group(customer, as_of=as_of, through_version=None)
+                groups[group.survivor] = group
+        for group in groups.values():
+            for customer in group.customers:
+                before.setdefault(customer, self._view(customer))
+        for customer in before:
+            self._unlink(customer)
+        for group in groups.values():
+            self._install(group, before, touched, changes, event, customer_id)
+        return True
+
+    def _install(  # noqa: PLR0917
+        self,
+        group: Group,
+        before: dict[str, Snapshot | None],
+        touched: dict[str, _Held],
+        changes: list[Change],
+        event: InputEvent | None,
+        customer_id: str,
+    ) -> None:
+        if group.members:
+            self._members[group.survivor] = group.members
+        for member in group.members:
+            self._survivor_of[member] = group.survivor
+        for customer in group.customers:
+            head = group.heads.get(customer)
+            if head is None:
+                continue
+            held = self._held.get(customer)
+            if held is None or held.version < head[0]:
+                held = _Held(group.state, *head)
+            held.state = group.state
+            self._held[customer] = held
+            touched[customer] = held
+            old = before.get(customer)
+            if old is not None and event is not None:
+                after = self._member_view(customer, group)
+                changes.extend(identity_changes(old, after, _cause(event, customer_id)))
+
+    def _group_of(self, customer_id: str) -> tuple[str, ...]:
+        survivor = self._survivor_of.get(customer_id, customer_id)
+        return (survivor, *self._members.get(survivor, ()))
+
+    def _unlink(self, customer_id: str) -> None:
+        for member in self._members.pop(customer_id, ()):
+            self._survivor_of.pop(member, None)
+        self._survivor_of.pop(customer_id, None)
+
+    def _view(self, customer_id: str) -> Snapshot | None:
+        held = self._held.get(customer_id)
+        if held is None:
+            return None
+        survivor = self._survivor_of.get(customer_id)
+        config = Configuration(
+            None if survivor is None else "merged", customer_id if survivor is None else survivor
+        )
+        return as_member(customer_id, config, snapshot(held.state))
+
+    def _member_view(self, customer_id: str, group: Group) -> Snapshot:
+        role: Role | None = "merged" if customer_id in group.members else None
+        return as_member(customer_id, Configuration(role, group.survivor), snapshot(group.state))
 
     def _load(self, customer_id: str, through_version: int) -> CustomerState:
         if through_version <= 1:
@@ -196,15 +340,26 @@ class Projector:
         return self._loader.load(customer_id, through_version=through_version)
 
     def _settle(self, touched: dict[str, _Held]) -> list[ReadModelRow]:
+        for customer in list(touched):
+            for other in self._group_of(customer):  # a member's event moves its group
+                if other in self._held:
+                    touched.setdefault(other, self._held[other])
         rows = []
         for customer_id, held in touched.items():
-            self._schedule(customer_id, held)
+            view = self._view(customer_id)
+            assert view is not None
+            if customer_id in self._survivor_of:
+                held.deadline = None  # the survivor's timer advances the shared state
+            else:
+                self._schedule(customer_id, held)
+            group = self._group_of(customer_id)
+            position = max(self._held[c].position for c in group if c in self._held)
             rows.append(
                 ReadModelRow(
                     customer_id=customer_id,
-                    snapshot=snapshot(held.state),
+                    snapshot=view,
                     applied_version=held.version,
-                    applied_position=held.position,
+                    applied_position=max(held.position, position),
                     next_deadline=held.deadline,
                 )
             )
@@ -234,3 +389,17 @@ class Projector:
                 if held.deadline is not None
             ]
             heapq.heapify(self._heap)
+
+
+def _cause(event: InputEvent, customer_id: str) -> InputEvent:
+    """The event a group refold reports its changes with: a merge or unmerge as it is;
+    any other event of a linked customer as a refold of the group it belongs to."""
+    if event.kind in IDENTITY_KINDS:
+        return event
+    return InputEvent(
+        event_id=event.event_id,
+        version=event.version,
+        kind="identity_group_refolded",
+        occurred_at=event.occurred_at,
+        facts={"customer": customer_id, "kind": event.kind},
+    )
