@@ -44,7 +44,6 @@ from adapters.retry import PROJECTOR_BATCH, ROLE_RESTART, STORE_UNAVAILABLE
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
 from infra.bootstrap import (
-    ROLE_POOL_WAIT_SECONDS,
     build_store,
     configure_logging,
     load_configured_policy,
@@ -430,7 +429,7 @@ class Pipeline:
             self.app_url,
             self.master_key,
             as_role=self.as_role,
-            pool_wait=ROLE_POOL_WAIT_SECONDS,
+            pool_wait=self.settings.role_pool_wait_seconds,
         )
 
     # --- roles ------------------------------------------------------------------------

@@ -238,6 +238,12 @@ def _level_steps(
         if instant is None:
             return
         _advance(state, instant, _ignore_step)
+        if signals.score_at(state, instant) <= score:
+            # `crossing` solves for the time curves against the static part at the
+            # interval's start; when that part moved inside it (a ticket leaving its
+            # window) the instant found does not lift the score, and stepping on would
+            # walk to ``until`` one microsecond at a time. No level step there.
+            return
         step(instant, [], "score")
 
 
