@@ -44,9 +44,12 @@ test-integration: $(STAMP) ## tests against a real PostgreSQL (embedded one if n
 test: lint typecheck $(STAMP) ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
+fault-long: $(STAMP) ## every fault kind many times over 100,000 interactions; prints a summary table (docs/faults.md)
+	$(PY) -m tests.faultlong $(FAULT_LONG_ARGS)
+
 bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test bench
+.PHONY: help install demo format lint typecheck test-unit test-integration test bench fault-long

@@ -67,7 +67,16 @@ def log_of(process: subprocess.Popen[bytes]) -> str:
 
 
 def stop_role(process: subprocess.Popen[bytes], *, grace: float = 60) -> str:
-    """SIGTERM, wait (SIGKILL after ``grace`` s); returns the end of its log."""
+    """SIGTERM, wait (SIGKILL after ``grace`` s); returns the end of its log.
+
+    SIGTERM goes only once the role says it is serving: before that (imports, the
+    start-up checks) its handler is not installed yet, and SIGTERM would end it with
+    -15 instead of a clean exit 0 (the cause of a flaky two-ingest test)."""
+    started = time.monotonic()
+    while process.poll() is None and "serving " not in log_of(process):
+        if time.monotonic() - started > grace:
+            break
+        time.sleep(0.1)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
