@@ -278,7 +278,7 @@ def print_summary(  # noqa: PLR0917 - the run's results, in one table
         ("alert changes seen (distinct)", str(verdict.alerts_seen)),
         ("alert path differences (reported)", str(verdict.alert_path_differences)),
         ("roles crashed", str(len(crashed))),
-        ("role starts refused (database down)", str(refused)),
+        ("role exits, database down (exit 4)", str(refused)),
         ("max recovery time (s)", f"{max(faults.recoveries, default=0.0):.1f}"),
         ("run time (s)", f"{elapsed:.0f}"),
     ]
