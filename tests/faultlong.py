@@ -277,6 +277,7 @@ def print_summary(  # noqa: PLR0917 - the run's results, in one table
         ("alert mismatches", str(verdict.alert_mismatches)),
         ("alert changes seen (distinct)", str(verdict.alerts_seen)),
         ("alert path differences (reported)", str(verdict.alert_path_differences)),
+        ("alerts left open on the stream (reported)", str(verdict.alerts_left_open)),
         ("roles crashed", str(len(crashed))),
         ("role exits, database down (exit 4)", str(refused)),
         ("max recovery time (s)", f"{max(faults.recoveries, default=0.0):.1f}"),

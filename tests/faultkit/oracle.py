@@ -59,6 +59,9 @@ class Verdict:
     alert_mismatches: int = 0
     alerts_seen: int = 0
     alert_path_differences: int = 0
+    alerts_left_open: int = 0
+    """Customers whose last alert change on the stream leaves open an alert the replay
+    has closed or never raised (reported, not asserted: docs/faults.md)."""
     """Alert changes on the stream and not in the replay, or the other way round, by
     `change_id` (reported, not asserted: docs/faults.md)."""
     dead_letters_on_topic: int = 0
@@ -235,17 +238,23 @@ def judge(  # noqa: PLR0912 - one pass over every check, kept together
         if message["change_id"] not in first_seen:
             first_seen.add(message["change_id"])
             last[message["customer_id"]] = message
-    wrong = []
+    wrong: list[Any] = []
+    stale: list[Any] = []
     for model in read_models.all():
         final = last.get(model.customer_id)
         said = ("none", None) if final is None else (final["to_value"], final["alert_id"])
         stream_open = said[0] in OPEN_ALERT_STATES
         replay_open = model.alert_state in OPEN_ALERT_STATES
-        if stream_open != replay_open or (
-            replay_open and said != (model.alert_state, model.alert_id)
-        ):
+        if replay_open and said != (model.alert_state, model.alert_id):
+            # An alert open now that a subscriber does not see as it is: asserted.
             wrong.append((model.customer_id, said, (model.alert_state, model.alert_id)))
+        elif stream_open and not replay_open:
+            # The stream leaves open an alert the replay has closed: reported.
+            stale.append((model.customer_id, said, (model.alert_state, model.alert_id)))
     verdict.alert_mismatches = len(wrong)
+    verdict.alerts_left_open = len(stale)
+    if stale:
+        verdict.details["alerts left open on the stream (reported)"] = stale[:3]
     if wrong:
         verdict.details["alerts (customer, stream, replay)"] = wrong[:3]
     expected = expected_alerts(store, read_models, policy)

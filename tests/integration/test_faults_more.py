@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -47,6 +47,17 @@ def provision(broker: EmbeddedBroker, letter: str) -> TopicNames:
     names = TopicNames(prefix=f"{letter}{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, names.all(), partitions=names.partitions())
     return names
+
+
+def watched(roles: Roles, progress: Callable[[], int]) -> Callable[[], int]:
+    """``progress``, noticing (and restarting) a role that ended by itself meanwhile:
+    `finish` then fails the test with its log."""
+
+    def measure() -> int:
+        roles.check_alive()
+        return progress()
+
+    return measure
 
 
 def finish(roles: Roles) -> None:
@@ -195,10 +206,9 @@ def test_an_outage_longer_than_the_pool_rides_out_rewinds_and_pauses_the_ingest(
             valid=valid,
             bad_count=len(bad),
         )
-        try:
-            wait_for_progress(progress, lambda p: p == DONE, stall=90, what="the pipeline settled")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nproject log: {roles.log('project')[-3000:]}") from None
+        wait_for_progress(
+            watched(roles, progress), lambda p: p == DONE, stall=90, what="the pipeline settled"
+        )
         ingest_log = roles.log("ingest")
     finally:
         finish(roles)
