@@ -40,6 +40,7 @@ from kafka import KafkaProducer
 from psycopg.sql import SQL, Identifier
 
 from adapters.recorder import EVENTS_TABLE
+from adapters.relay import deliver
 from adapters.store import CustomerStore
 from domain.customer import customer_uuid
 from domain.errors import UsageError
@@ -171,8 +172,8 @@ def take(store: CustomerStore, *, now: datetime) -> Checkpoint:
 def publish(producer: KafkaProducer, topic: str, checkpoint: Checkpoint) -> None:
     """The checkpoint's summary (root, position, counts) on the `checkpoints` topic: a
     copy of the root that no database superuser can reach. The heads stay in the file."""
-    producer.send(topic, key=b"checkpoint", value=orjson.dumps(checkpoint.summary()))
-    producer.flush()
+    sent = producer.send(topic, key=b"checkpoint", value=orjson.dumps(checkpoint.summary()))
+    deliver(producer, [sent])
 
 
 def run_periodically(
