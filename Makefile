@@ -54,6 +54,9 @@ quality: $(STAMP) ## churn quality on every population: calibrated score vs days
 default-policy: $(STAMP) ## refit the packaged default policy's churn model on the synthetic blend
 	$(PY) -m adapters.calibration.prior
 
+fault-long: $(STAMP) ## every fault kind many times over 100,000 interactions; prints a summary table (docs/faults.md)
+	$(PY) -m tests.faultlong $(FAULT_LONG_ARGS)
+
 bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
@@ -62,4 +65,4 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.audit
 	$(PY) -m bench.http
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy bench browser
+.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy fault-long bench browser

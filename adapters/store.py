@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import orjson
@@ -786,23 +786,40 @@ def _dead_letter(
         if interaction is not None:
             return str(getattr(interaction, name))
         value = None if decoded is None else decoded.get(name)
-        return value[:256] if isinstance(value, str) else None
+        return _storable(value[:256]) if isinstance(value, str) else None
 
     return DeadLetter(
         code=first.code,
-        field=first.field,
-        message=first.message,
-        rejections=[r.as_dict() for r in rejections],
+        field=_storable(first.field),
+        message=_storable(first.message),
+        rejections=[_storable(r.as_dict()) for r in rejections],
         payload=raw if isinstance(raw, bytes) else dumps(raw),
         source=text("source"),
         event_id=text("event_id"),
         # The Kafka key is the customer id by contract (docs/contract.md): a message too
         # broken to read still names its customer by it, so erasure finds it.
-        customer_id=text("customer_id") or _key_of(provenance),
-        provenance=None if provenance is None else dict(provenance),
+        customer_id=_storable(text("customer_id") or _key_of(provenance)),
+        provenance=None if provenance is None else _storable(dict(provenance)),
     )
 
 
 def _key_of(provenance: Mapping[str, Any] | None) -> str | None:
     key = None if provenance is None else provenance.get("key")
     return key[:256] if isinstance(key, str) and key else None
+
+
+_T = TypeVar("_T")
+
+
+def _storable(value: _T) -> _T:
+    """PostgreSQL text and jsonb cannot hold NUL: a dead letter's descriptive fields (a
+    rejected field's value, an upstream key) show it as U+FFFD. The payload, kept as
+    bytes, is exact. Without this a NUL in a bad record would fail its whole batch,
+    again at every retry, and wedge its partition."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [_storable(v) for v in value]  # type: ignore[return-value]
+    return value

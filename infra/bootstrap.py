@@ -46,10 +46,6 @@ POOL_WAIT_SECONDS: Final = 5
 """How long a command waits for a connection from its pool (eventsourcing's
 `POSTGRES_CONNECT_TIMEOUT`): a database lost mid-command is reported within this."""
 
-ROLE_POOL_WAIT_SECONDS: Final = 30
-"""How long a pipeline role's pool waits for a connection: a role rides out a short
-outage here before its own recovery (the ingest's rewind-and-pause) takes over."""
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

@@ -55,7 +55,6 @@ from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
 from adapters.webhooks import AlertFeed, Deliverer, WebhookRole
 from infra.bootstrap import (
-    ROLE_POOL_WAIT_SECONDS,
     build_store,
     configure_logging,
     load_configured_policy,
@@ -451,7 +450,7 @@ class Pipeline:
             self.app_url,
             self.master_key,
             as_role=self.as_role,
-            pool_wait=ROLE_POOL_WAIT_SECONDS,
+            pool_wait=self.settings.role_pool_wait_seconds,
         )
 
     # --- roles ------------------------------------------------------------------------

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     import_workers: int = 2
     """Processes preparing import batches (validation, crypto, encoding); 0 = in-process."""
     lock_timeout_seconds: int = 10
+    role_pool_wait_seconds: int = 30
+    """How long a pipeline role waits for a database connection before its own recovery
+    (the ingest's rewind-and-pause, the projector's batch retry) takes over."""
     aggregate_cache_size: int = 100_000
     checkpoint_interval_seconds: float = 3600.0
     """How often `serve` (its relay role) takes a checkpoint over every chain head and

@@ -238,10 +238,17 @@ def _level_steps(
         if instant is None:
             return
         _advance(state, instant, _ignore_step)
-        if signals.score_at(state, instant) < above[0]:
-            # Not a crossing after all (the score is held, e.g. at 0 once churned):
-            # without this the loop crept on one microsecond at a time, for ever.
+        lifted = signals.score_at(state, instant)
+        if lifted <= score:
+            # `crossing` solves for the time curves against the static part at the
+            # interval's start; when that part moved inside it (a ticket leaving its
+            # window), or the score is held (at 0 once churned), the instant found does
+            # not lift the score, and stepping on would walk to ``until`` one microsecond
+            # at a time. No level step there.
             return
+        if lifted < above[0]:
+            continue  # lifted, but not to the level: solve again from here (bounded:
+            # the score rises by at least one step each time)
         step(instant, [], "score")
 
 
