@@ -761,9 +761,8 @@ def _add_tools(
         _print_alerts(alerts[:10], total=len(alerts))
         if result.replay_customer:
             steps = result.replay
-            Console().print(
-                f"audited replay of {result.replay_customer} (last 15 of {len(steps)} steps):"
-            )
+            shown = f"last 15 of {len(steps)} steps" if len(steps) > 15 else "every step"
+            Console().print(f"audited replay of {result.replay_customer} ({shown}):")
             _print_replay(result.replay_customer, steps[-15:])
 
 
