@@ -68,6 +68,11 @@ def finish(roles: Roles) -> None:
         assert code == 0, (role, log)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open finding (docs/faults.md): after a PostgreSQL restart the projector "
+    "sometimes does not resume (stalls with most events unapplied); issue 11 stays open",
+)
 def test_a_postgresql_restart_mid_stream_loses_nothing(
     broker: EmbeddedBroker, owned: OwnedPostgres, make_store: StoreFactory
 ) -> None:
