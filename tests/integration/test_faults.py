@@ -656,8 +656,9 @@ def read_some(bootstrap: str, topic: str, at_least: int, *, timeout: float = 60)
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open finding (docs/faults.md): after a wipe the relay can stall before its "
-    "re-announcement (the pipeline does not settle); issue 11 stays open",
+    reason="open finding (docs/faults.md): after a wipe, some runs end with the ingest's "
+    "positions short of the topic's end, or the relay stalled before its re-announcement; "
+    "issue 11 stays open",
 )
 def test_after_a_broker_wipe_a_subscriber_that_was_mid_stream_ends_with_every_alert(
     broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
