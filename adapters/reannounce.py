@@ -115,7 +115,7 @@ class Reannouncer:
         self._log.adopt(self._incarnations)
         pending = self._log.pending(self._incarnations)
         lost = {topic: since for topic, since in pending.items() if since is not None}
-        sent = 0
+        futures = []
         if lost:
             since = min(lost.values())
             log.warning(
@@ -124,7 +124,6 @@ class Reannouncer:
                 sorted(lost),
                 since.isoformat(),
             )
-            futures = []
             for change in self._changes(since):
                 topic = self._topics.change_topic(change.kind)
                 if topic in lost:
@@ -133,10 +132,9 @@ class Reannouncer:
                         producer.send(topic, key=change.customer_id.encode(), value=value)
                     )
             deliver(producer, futures)
-            sent = len(futures)
         if pending:
             self._log.announced({topic: self._incarnations[topic] for topic in pending})
-        return sent
+        return len(futures)
 
     def _changes(self, since: datetime) -> Iterator[Change]:
         with self._datastore.get_connection() as conn, conn.cursor() as curs:

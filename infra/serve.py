@@ -554,7 +554,7 @@ class Pipeline:
             args=(store, client, self.topics.checkpoints, stop),
             kwargs={
                 "interval": interval,
-                "clock": lambda: datetime.now(UTC),
+                "clock": wall_clock,
                 "directory": self.settings.checkpoint_dir,
             },
             name="eventcrm-checkpoints",
