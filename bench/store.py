@@ -9,6 +9,7 @@ on the same server, as a ratio: absolute times drift on shared machines, ratios 
 from __future__ import annotations
 
 import os
+import struct
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,46 @@ def copy_ceiling(
         conn.commit()
         elapsed = time.perf_counter() - started
     return (2 * count + customers) / elapsed, count / elapsed
+
+
+def eventsourcing_ceiling(admin_url: str, count: int, state_size: int = 200) -> float:
+    """Rows/s of a raw binary COPY into a table of eventsourcing's own shape (its
+    PostgreSQL recorder's: originator uuid, version, topic, a ~200 B state, a bigserial
+    notification id with its unique index, primary key on originator and version), best
+    of three: the ceiling the issue measures the import against, one row per
+    interaction (ADR 5 says what the import writes beyond it)."""
+    state = b"x" * state_size
+    topic = b"domain.customer:Customer.InteractionRecorded"
+    head = struct.Struct(">hi16siqi")
+    tail = struct.pack(">i", len(state)) + state
+    body = b"".join(
+        head.pack(4, 16, uuid.uuid4().bytes, 8, 1 + n % 10, len(topic)) + topic + tail
+        for n in range(count)
+    )
+    data = pgcopy.HEADER + body + pgcopy.TRAILER
+    best = 0.0
+    with scratch(admin_url) as url, psycopg.connect(url) as conn:
+        for attempt in range(3):
+            table = f"es_ceiling_{attempt}"
+            conn.execute(
+                f"CREATE TABLE {table} (originator_id uuid NOT NULL, originator_version "
+                "bigint NOT NULL, topic text, state bytea, notification_id bigserial, "
+                "PRIMARY KEY (originator_id, originator_version))"
+            )
+            conn.execute(f"CREATE UNIQUE INDEX {table}_notification ON {table} (notification_id)")
+            conn.commit()
+            started = time.perf_counter()
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    f"COPY {table} (originator_id, originator_version, topic, state)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.write(data)
+            conn.commit()
+            best = max(best, count / (time.perf_counter() - started))
+    return best
 
 
 def typical_state_size(path: Path, sample: int = 2000) -> int:
@@ -143,16 +184,25 @@ def main() -> None:
             ceiling=ceiling,
             target=f"({rows_rate:,.0f} rows/s: events + keys)",
         )
+        shaped = eventsourcing_ceiling(admin_url, count)
+        line(
+            "ceiling",
+            "raw COPY into eventsourcing's table shape",
+            shaped,
+            "rows/s",
+            ceiling=shaped,
+            target="(uuid, version, topic, 200 B state, bigserial + unique index)",
+        )
         first, again = import_rate(admin_url, path, count)
         line(
             "import",
             f"eventcrm import, {count:,} / {CUSTOMERS:,} customers",
             first,
             "interactions/s",
-            ceiling=ceiling,
-            target="target >= 25,000/s and >= 0.20 x COPY",
+            ceiling=shaped,
+            target=f"target >= 0.40 x that ceiling ({first / ceiling:.2f} x the rows it writes)",
         )
-        line("import", "same file again (all duplicates)", again, "interactions/s", ceiling=ceiling)
+        line("import", "same file again (all duplicates)", again, "interactions/s", ceiling=shaped)
         rate = record_rate(admin_url)
         line(
             "record",
