@@ -98,7 +98,7 @@ def next_deadline(state: CustomerState) -> datetime | None:
     Internal deadlines that change nothing visible (a window edge that does not move
     the tier) are skipped, by simulating on a copy that shares the event log.
     """
-    probe = state.copy(share_log=True)
+    probe = state.copy(probe=True)
     for _ in range(10_000):
         instant = _next_step(probe, FAR - 1)
         if instant is None:

@@ -20,6 +20,29 @@ FAR: Final = 1 << 62
 """No deadline: later than any representable instant."""
 
 _LOG_SLOTS: Final = frozenset({"events", "keys"})
+_EVENT_ONLY_SLOTS: Final = frozenset({"seen", "orders"})
+"""Containers only folding an event changes (`projections.facts.record`, refunds)."""
+_KINDS: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = []
+
+
+def _slot_kinds(
+    state: CustomerState,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(slots copied by reference, containers copied, event-log lists), classified once
+    by the values' types (each slot's type is fixed by ``__init__``), so a copy does no
+    per-slot type tests."""
+    if not _KINDS:
+        names = CustomerState.__slots__
+        values = [getattr(state, name) for name in names]
+        containers = tuple(
+            n
+            for n, v in zip(names, values, strict=True)
+            if isinstance(v, deque | dict | set | list) and n not in _LOG_SLOTS
+        )
+        logs = tuple(n for n in names if n in _LOG_SLOTS)
+        plain = tuple(n for n in names if n not in containers and n not in logs)
+        _KINDS.append((plain, containers, logs))
+    return _KINDS[0]
 
 
 class CustomerState:
@@ -191,16 +214,21 @@ class CustomerState:
         self.alert_armed = True
         self.alert_reasons: tuple[Reason, ...] = ()
 
-    def copy(self, *, share_log: bool = False) -> CustomerState:
-        """An independent copy; ``share_log`` shares the event log (for read-only use)."""
+    def copy(self, *, share_log: bool = False, probe: bool = False) -> CustomerState:
+        """An independent copy; ``share_log`` shares the event log (for read-only use);
+        ``probe`` also shares what only a new event changes (the ids seen, the orders),
+        for a copy that will only be advanced in time (`projections.next_deadline`)."""
+        plain, containers, logs = _slot_kinds(self)
+        shared = _EVENT_ONLY_SLOTS if probe else ()
         other = CustomerState.__new__(CustomerState)
-        for name in CustomerState.__slots__:
+        for name in plain:
+            setattr(other, name, getattr(self, name))
+        for name in containers:
             value = getattr(self, name)
-            if isinstance(value, deque | dict | set):
-                value = value.copy()
-            elif isinstance(value, list) and not (share_log and name in _LOG_SLOTS):
-                value = list(value)
-            setattr(other, name, value)
+            setattr(other, name, value if name in shared else value.copy())
+        for name in logs:
+            value = getattr(self, name)
+            setattr(other, name, value if share_log or probe else list(value))
         return other
 
     def refresh_cadence(self) -> None:
