@@ -47,18 +47,18 @@ def json_safe(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
-    if kind is dict:
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
         return {str(key): json_safe(item) for key, item in value.items()}
-    if kind is tuple or kind is list:
+    if kind is list or isinstance(value, tuple | set | frozenset):
         return [json_safe(item) for item in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(item) for item in value]
     return value
 
 
