@@ -7,7 +7,7 @@ topics and the read models all serialize them and must agree on one spelling.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,9 +37,9 @@ def from_micros(micros: int) -> datetime:
 
 
 _PLAIN: Final = frozenset({str, int, float, bool, type(None)})
-"""Types `json_safe` returns as they are: looked up by exact type first, since almost
-every value is one (the ``isinstance`` chain below cost ~30 % of the projector's
-read-model writes; bench.projections, docs/scaling.md)."""
+"""Types `json_safe` returns as they are. It looks up exact types first (these, then
+`Decimal`: a read model's reasons hold ~130 decimals), since the ``isinstance`` chain
+cost ~30 % of the projector's read-model writes (docs/scaling.md)."""
 
 
 def json_safe(value: Any) -> Any:
@@ -47,19 +47,15 @@ def json_safe(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    if kind is Decimal:
+        return str(value)
     if kind is dict or (kind is not list and isinstance(value, Mapping)):
         return {str(key): json_safe(item) for key, item in value.items()}
     if kind is list or isinstance(value, tuple | set | frozenset):
         return [json_safe(item) for item in value]
-    return _scalar(value)
-
-
-def _scalar(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
+    return str(value) if isinstance(value, Decimal) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +199,10 @@ class Snapshot:
     """The survivor this customer is merged into (docs/identity.md): its values are then
     the survivor's, and the pair's one alert is the survivor's."""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, reason: Callable[[Reason], Any] = Reason.to_dict) -> dict[str, Any]:
+        """The JSON object of a read model. ``reason`` converts each reason (a writer
+        that hands the `Reason` dataclasses to orjson as they are passes ``lambda r: r``:
+        adapters.readmodels.snapshot_json)."""
         merged = {} if self.merged_into is None else {"merged_into": self.merged_into}
         return merged | {
             "customer_id": self.customer_id,
@@ -222,8 +221,8 @@ class Snapshot:
             "base_currency": self.base_currency,
             "purchase_count": self.purchase_count,
             "window_purchase_count": self.window_purchase_count,
-            "reasons": [reason.to_dict() for reason in self.reasons],
-            "churn_signals": [reason.to_dict() for reason in self.churn_signals],
+            "reasons": [reason(r) for r in self.reasons],
+            "churn_signals": [reason(r) for r in self.churn_signals],
             "policy_version": self.policy_version,
             "evaluated_at": json_safe(self.evaluated_at),
             "event_count": self.event_count,
