@@ -18,9 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install eventcrm with its dev tools
+NATIVE := projections/.native-stamp
+$(NATIVE): $(STAMP) $(filter-out projections/__init__.py projections/ports.py,$(wildcard projections/*.py))
+	$(PY) -m infra.native
+	@touch $(NATIVE)
 
-demo: $(STAMP) ## the main job: run eventcrm's demo on the embedded default
+install: $(STAMP) $(NATIVE) ## create .venv, install eventcrm with its dev tools, compile the core (ADR 31)
+
+native: $(NATIVE) ## compile the projections core with mypyc (again, after editing it)
+
+demo: $(STAMP) $(NATIVE) ## the main job: run eventcrm's demo on the embedded default
 	$(BIN)/eventcrm demo
 
 format: $(STAMP) ## rewrite code with ruff's formatter and fixes
@@ -35,17 +42,17 @@ lint: $(STAMP) ## ruff (never rewrites) and the import-linter layering contracts
 typecheck: $(STAMP) ## mypy, strict on domain, projections, adapters and infra
 	$(BIN)/mypy
 
-test-unit: $(STAMP) ## fast tests of pure code
+test-unit: $(STAMP) $(NATIVE) ## fast tests of pure code
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: browser $(STAMP) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
+test-integration: browser $(STAMP) $(NATIVE) ## tests against a real PostgreSQL (embedded one if none on 127.0.0.1:5432)
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 browser: ## Debian's chromium and chromedriver for the console's browser test (apt-get only if missing)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-test: lint typecheck browser $(STAMP) ## everything CI runs: lint, types, all tests
+test: lint typecheck browser $(STAMP) $(NATIVE) ## everything CI runs: lint, types, all tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 quality: $(STAMP) ## churn quality on every population: calibrated score vs days-since and RFM (~5 min)
@@ -54,10 +61,10 @@ quality: $(STAMP) ## churn quality on every population: calibrated score vs days
 default-policy: $(STAMP) ## refit the packaged default policy's churn model on the synthetic blend
 	$(PY) -m adapters.calibration.prior
 
-fault-long: $(STAMP) ## every fault kind many times over 100,000 interactions; prints a summary table (docs/faults.md)
+fault-long: $(STAMP) $(NATIVE) ## every fault kind many times over 100,000 interactions; prints a summary table (docs/faults.md)
 	$(PY) -m tests.faultlong $(FAULT_LONG_ARGS)
 
-bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the same run
+bench: $(STAMP) $(NATIVE) ## benchmarks, printed as ratios to ceilings measured in the same run
 	$(PY) -m bench.store
 	$(PY) -m bench.projections
 	$(PY) -m bench.pipeline
@@ -65,4 +72,4 @@ bench: $(STAMP) ## benchmarks, printed as ratios to ceilings measured in the sam
 	$(PY) -m bench.audit
 	$(PY) -m bench.http
 
-.PHONY: help install demo format lint typecheck test-unit test-integration test quality default-policy fault-long bench browser
+.PHONY: help install native demo format lint typecheck test-unit test-integration test quality default-policy fault-long bench browser

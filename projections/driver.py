@@ -47,7 +47,7 @@ from projections.model import (
 )
 from projections.policy import Policy
 from projections.signals import ChurnInputs
-from projections.state import FAR, CustomerState
+from projections.state import FAR, STATE_SLOTS, CustomerState
 from projections.tier import evaluate_tier
 
 _Sink = Callable[[list[Change]], Any]
@@ -426,7 +426,7 @@ def _recompute_with(state: CustomerState, event: InputEvent, key: tuple[int, str
         _fold_event(fresh, item, item_key[0], item_key, _discard)
     _advance(fresh, target, _ignore_step)
     fresh.emit = True
-    for name in CustomerState.__slots__:
+    for name in STATE_SLOTS:
         setattr(state, name, getattr(fresh, name))
     return _corrections(state, before, event)
 
@@ -444,7 +444,7 @@ def _refold_from_mark(
     starting from the state as of the last event instead of from nothing."""
     before = _visible(state)
     target = state.clock or key[0]
-    for name in CustomerState.__slots__:
+    for name in STATE_SLOTS:
         setattr(state, name, getattr(mark, name))
     state.emit = False
     _fold_event(state, event, key[0], key, _discard)

@@ -32,7 +32,7 @@ def _slot_kinds(
     by the values' types (each slot's type is fixed by ``__init__``), so a copy does no
     per-slot type tests."""
     if not _KINDS:
-        names = CustomerState.__slots__
+        names = STATE_SLOTS
         values = [getattr(state, name) for name in names]
         containers = tuple(
             n
@@ -45,10 +45,7 @@ def _slot_kinds(
     return _KINDS[0]
 
 
-class CustomerState:
-    """Everything the fold needs for one customer; mutable, owned by one caller."""
-
-    __slots__ = (
+STATE_SLOTS: Final = (
         "alert_armed",
         "alert_id",
         "alert_open",
@@ -117,6 +114,14 @@ class CustomerState:
         "win_purchases",
         "win_revenue",
     )
+"""Every attribute of a `CustomerState` (read by copies; a compiled build cannot read
+``__slots__`` through the class)."""
+
+
+class CustomerState:
+    """Everything the fold needs for one customer; mutable, owned by one caller."""
+
+    __slots__ = STATE_SLOTS
 
     def __init__(self, customer_id: str, policy: Policy) -> None:  # noqa: PLR0915 -- one assignment per field, grouped by projection
         self.customer_id = customer_id
@@ -220,7 +225,7 @@ class CustomerState:
         for a copy that will only be advanced in time (`projections.next_deadline`)."""
         plain, containers, logs = _slot_kinds(self)
         shared = _EVENT_ONLY_SLOTS if probe else ()
-        other = CustomerState.__new__(CustomerState)
+        other = CustomerState(self.customer_id, self.policy)  # compiled: no bare __new__
         for name in plain:
             setattr(other, name, getattr(self, name))
         for name in containers:

@@ -21,6 +21,7 @@ from adapters.crypto import MasterKey
 from adapters.store import CustomerStore
 from infra.bootstrap import build_store
 from infra.bootstrap import scratch_database as infra_scratch_database
+from infra.native import built, stale
 from infra.settings import Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -131,6 +132,26 @@ def unique() -> str:
 
 
 _EXIT_STATUS: list[int] = [0]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test a compiled core older than its sources: the extension modules
+    would shadow the edited Python (infra/native.py). `make test` rebuilds first."""
+    old = stale()
+    if old:
+        pytest.exit(
+            f"projections/*.so is older than {', '.join(old[:3])}: run `make native` "
+            "(or `python -m infra.native --clean` to test pure Python)",
+            returncode=4,
+        )
+    config.stash[_CORE] = f"compiled ({len(built())} modules)" if built() else "pure Python"
+
+
+_CORE = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"eventcrm core (projections): {config.stash.get(_CORE, 'unknown')}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
