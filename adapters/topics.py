@@ -43,6 +43,11 @@ and a little parallelism without many near-empty partitions to poll.
 DLQ_PARTITIONS: Final = 1
 """The dead-letter topic is rare and read by people and tools in arrival order."""
 
+TANSU_AUTO_CREATED_PARTITIONS: Final = 4
+"""The partition count Tansu 0.6.0 gives a topic it creates by itself, on any client's
+metadata request naming it (docs/streams-notes.md): after a wipe, whichever client
+touches a topic before the pipeline re-provisions it leaves it with this count."""
+
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
