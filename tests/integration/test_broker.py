@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
+from adapters.relay import deliver
 from adapters.topics import TopicNames, ensure_topics
 from infra import kafka
 from infra.broker import EmbeddedBroker, embedded_broker
@@ -215,3 +218,26 @@ def test_a_producer_whose_sends_cannot_complete_closes_within_its_timeout(
     assert time.monotonic() - started < 10
     assert all(future.is_done and future.failed() for future in pending)
     assert not producer._sender.is_alive()
+
+
+def test_a_delivery_that_cannot_complete_gives_up_once_its_role_stops(
+    broker: EmbeddedBroker, topics: TopicNames
+) -> None:
+    """The relay's `deliver` waits up to 30 s for the broker; after a wipe its role's life
+    has ended and waiting only delays the restart on the new incarnation."""
+    ensure_topics(broker.bootstrap, [topics.customer_events], partitions=3)
+    producer = kafka.producer(broker.bootstrap)
+    try:
+        producer.send(topics.customer_events, key=b"k", value=b"before").get(timeout=10)
+        broker.stop()
+        sent = [producer.send(topics.customer_events, key=b"k", value=b"never")]
+        stop = threading.Event()
+        threading.Timer(1.0, stop.set).start()
+
+        started = time.monotonic()
+        with pytest.raises(KafkaTimeoutError):
+            deliver(producer, sent, timeout=30, until=stop)
+
+        assert 1.0 <= time.monotonic() - started < 5
+    finally:
+        kafka.close_producer(producer, timeout=0)
