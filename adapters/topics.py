@@ -2,7 +2,9 @@
 
 Provisioning is idempotent because it runs at every start and again after a broker
 lost its data (Tansu restarts empty; a real cluster can be rebuilt): existing topics
-are left exactly as they are.
+are left exactly as they are — except an incarnation the caller allows to be replaced
+(`ensure_topics`'s ``replace``: after a wipe, one a client re-created with the
+broker's default partition count, of a topic the pipeline rebuilds anyway).
 """
 
 from __future__ import annotations
