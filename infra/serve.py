@@ -14,10 +14,10 @@ the embedded broker would otherwise auto-create them with 4 partitions.
 Kafka is disposable. A watcher polls the topics' ids (`adapters.topics.TopicWatch`);
 when the broker lost its data it re-provisions the topics (replacing any rebuilt topic
 a client re-created meanwhile with the broker's default partition count) and restarts
-every role on the new incarnation: the ingest reads the re-created `interactions` from offset 0
-under fresh position names, the relay re-publishes from the first event a projector
-still needs, and the projector joins a consumer group named after the incarnation,
-so offsets an old client committed into the new broker are never read.
+every role on the new incarnation: the ingest reads the re-created `interactions` from
+offset 0 under fresh position names, the relay re-publishes from the first event a
+projector still needs, and the projector joins a consumer group named after the
+incarnation, so offsets an old client committed into the new broker are never read.
 """
 
 from __future__ import annotations
