@@ -11,6 +11,7 @@ relay's dead-letter outbox), so none is lost and none blocks its partition.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,14 @@ class Ingest:
         self._incarnation = incarnation
 
     def start(self) -> None:
-        self._consumer.subscribe([self._topic], listener=_SeekToStoredPositions(self))
+        # By an exact pattern, not by name: a consumer subscribed by name asks for the
+        # topic's metadata by name, and after a broker wipe Tansu answers that by
+        # creating `interactions` with its default 4 partitions before the pipeline
+        # re-provisions it with 12 (measured: within a second; a pattern subscription
+        # asks for every topic's metadata, which creates none).
+        self._consumer.subscribe(
+            pattern=f"^{re.escape(self._topic)}$", listener=_SeekToStoredPositions(self)
+        )
 
     def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:

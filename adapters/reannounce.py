@@ -17,7 +17,7 @@ Subscribers deduplicate by ``change_id``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -61,6 +61,7 @@ class IncarnationLog:
             "UPDATE {} SET announced_at = now() WHERE (topic, incarnation) IN "
             "(SELECT * FROM unnest(%s::text[], %s::text[]))"
         ).format(table)
+        self._logged = SQL("SELECT topic, incarnation FROM {} WHERE topic = ANY(%s)").format(table)
 
     def adopt(self, incarnations: Mapping[str, str]) -> None:
         """Log the incarnations first seen now (idempotent); empty ones are skipped."""
@@ -68,6 +69,15 @@ class IncarnationLog:
         if known:
             with self._datastore.transaction(commit=True) as curs:
                 curs.execute(self._adopt, (list(known), list(known.values())))
+
+    def logged(self, topics: Iterable[str]) -> dict[str, set[str]]:
+        """Every incarnation logged so far of each of ``topics``."""
+        found: dict[str, set[str]] = {topic: set() for topic in topics}
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._logged, (list(found),))
+            for row in curs.fetchall():
+                found[row["topic"]].add(row["incarnation"])
+        return found
 
     def pending(self, incarnations: Mapping[str, str]) -> dict[str, datetime | None]:
         """The given incarnations not yet announced, each with the instant its

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ import orjson
 import psycopg
 from eventsourcing.persistence import Tracking
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 from psycopg.sql import SQL, Identifier
 
@@ -54,11 +56,24 @@ def deliver(
     sent: list[FutureRecordMetadata],
     *,
     timeout: float = DELIVERY_TIMEOUT,
+    until: threading.Event | None = None,
 ) -> None:
     """Wait until the broker has every message sent, or raise: the first failed send's
-    error, or `KafkaTimeoutError`. A position moves past messages only after this, so a
-    send that failed is sent again, never skipped."""
-    producer.flush(timeout=timeout)
+    error, or `KafkaTimeoutError` — after ``timeout``, or as soon as ``until`` is set
+    (the role's life ended: after a broker wipe the watcher restarts it on the new
+    incarnation, and waiting out the timeout only delayed that). A position moves past
+    messages only after this, so a send that failed is sent again, never skipped."""
+    deadline = time.monotonic() + timeout
+    step = timeout if until is None else 0.5
+    while True:
+        try:
+            producer.flush(timeout=max(0.0, min(step, deadline - time.monotonic())))
+            break
+        except KafkaTimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+            if until is not None and until.is_set():
+                raise KafkaTimeoutError("delivery abandoned: the role is stopping") from None
     for future in sent:
         future.get(timeout=0)
 
@@ -136,6 +151,8 @@ class Relay:
         self._reannounce = reannounce
         self._events_at: int | None = None
         """The events position, cached: this relay is its only writer while it leads."""
+        self._stop: threading.Event | None = None
+        """The stop event of `run`, while it runs: a delivery gives up once it is set."""
         schema = store.datastore.schema
         self._first_event = SQL(
             "SELECT originator_id, topic, state FROM {} "
@@ -210,7 +227,7 @@ class Relay:
                 )
             )
             sent.append(self._producer.send(self._events_topic, key=key.encode(), value=value))
-        deliver(self._producer, sent)
+        deliver(self._producer, sent, until=self._stop)
         self._set_position(self.events_position_name, notifications[-1].id)
         self._events_at = notifications[-1].id
         self._survivor_of = survivor_of
@@ -257,7 +274,7 @@ class Relay:
             )
             key = row["customer_id"].encode() if row["customer_id"] else None
             sent.append(self._producer.send(self._dlq_topic, key=key, value=value))
-        deliver(self._producer, sent)
+        deliver(self._producer, sent, until=self._stop)
         self._set_position(self.dlq_position_name, rows[-1]["id"])
         return len(rows)
 
@@ -283,6 +300,7 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         """Publish until stopped; woken by NOTIFY, polling as the fallback."""
+        self._stop = stop
         with self.leadership() as conn:
             self._events_at = None  # re-read: another relay may have led meanwhile
             self._survivor_of = None

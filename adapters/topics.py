@@ -2,20 +2,23 @@
 
 Provisioning is idempotent because it runs at every start and again after a broker
 lost its data (Tansu restarts empty; a real cluster can be rebuilt): existing topics
-are left exactly as they are.
+are left exactly as they are — except an incarnation the caller allows to be replaced
+(`ensure_topics`'s ``replace``: after a wipe, one a client re-created with the
+broker's default partition count, of a topic the pipeline rebuilds anyway).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from uuid import UUID
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError, for_code
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,11 @@ and a little parallelism without many near-empty partitions to poll.
 
 DLQ_PARTITIONS: Final = 1
 """The dead-letter topic is rare and read by people and tools in arrival order."""
+
+TANSU_AUTO_CREATED_PARTITIONS: Final = 4
+"""The partition count Tansu 0.6.0 gives a topic it creates by itself, on any client's
+metadata request naming it (docs/streams-notes.md): after a wipe, whichever client
+touches a topic before the pipeline re-provisions it leaves it with this count."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,16 @@ class TopicNames:
         """The change topics, whose messages are re-announced after a reset (ADR 15)."""
         return (self.churn_alerts, self.tier_changes, self.lifecycle_changes)
 
+    def rebuilt(self) -> tuple[str, ...]:
+        """The topics whose content the pipeline publishes again on a new incarnation
+        after a broker wipe (ADR 11, 15): `customer-events` and the DLQ from the store,
+        the change topics by re-announcement. Only these may be deleted and created
+        again when a client re-created them with the wrong partition count
+        (`ensure_topics`'s ``replace``); `interactions` holds upstream's records, which
+        nobody could publish again, and `checkpoints` holds heads kept outside the
+        database."""
+        return (self.customer_events, self.interactions_dlq, *self.changes())
+
     def all(self) -> tuple[str, ...]:
         return (
             self.interactions,
@@ -118,6 +136,14 @@ class TopicNames:
         }
 
 
+REPAIR_ROUNDS: Final = 5
+"""Describe-and-fix rounds `ensure_topics` makes before it gives up on a count."""
+
+ReplaceCheck = Callable[[str, str], bool]
+"""``(topic, topic id) -> bool``: may this incarnation of the topic be deleted and
+created again with the wanted partition count?"""
+
+
 def ensure_topics(
     bootstrap: str,
     names: Iterable[str],
@@ -125,14 +151,20 @@ def ensure_topics(
     partitions: Mapping[str, int] | int,
     replication: int = 1,
     timeout_s: float = 30.0,
+    replace: ReplaceCheck | None = None,
 ) -> frozenset[str]:
     """Create the topics that do not exist yet; return the names it created.
 
     Existing topics are kept as they are, even with another partition count (changing
-    it would re-map keys; that is an operator's decision, so it is only logged). A
-    topic created concurrently by someone else counts as existing. Returns once every
-    named topic has a leader for each partition, so producers started next do not
-    race the broker's metadata.
+    it would re-map keys; that is an operator's decision, so it is only logged) —
+    unless ``replace`` says that incarnation may go: then it is deleted *by its topic
+    id* (so only that incarnation, never one created meanwhile by another process) and
+    created again with the wanted count. That is for a topic a client re-created with
+    the broker's default count after a wipe (Tansu auto-creates topics on any client's
+    metadata request and cannot be told not to; it has no CreatePartitions), whose
+    content the pipeline rebuilds anyway (ADR 11). A topic created concurrently by
+    someone else counts as existing. Returns once every named topic has a leader for
+    each partition, so producers started next do not race the broker's metadata.
     """
     wanted = list(dict.fromkeys(names))
     counts = {name: _count(partitions, name) for name in wanted}
@@ -143,24 +175,69 @@ def ensure_topics(
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
     )
+    created: set[str] = set()
     try:
+        for _ in range(REPAIR_ROUNDS):
+            existing = {topic["name"]: topic for topic in admin.describe_topics()}
+            wrong = {
+                name: str(existing[name]["topic_id"])
+                for name in wanted
+                if name in existing
+                and _partitions_of(existing[name]) != counts[name]
+                and existing[name].get("topic_id")
+                and replace is not None
+                and replace(name, str(existing[name]["topic_id"]))
+            }
+            missing = [name for name in wanted if name not in existing or name in wrong]
+            if not missing:
+                break
+            _delete(admin, wrong, existing, counts, timeout_ms)
+            created |= _create(admin, missing, counts, replication, timeout_ms)
         existing = {topic["name"]: topic for topic in admin.describe_topics()}
-        missing = [name for name in wanted if name not in existing]
-        created = _create(admin, missing, counts, replication, timeout_ms)
         for name in wanted:
-            if name in existing:
-                have = len(existing[name].get("partitions") or ())
-                if have != counts[name]:
-                    log.warning(
-                        "topic %s exists with %d partitions, %d wanted; left as is",
-                        name,
-                        have,
-                        counts[name],
-                    )
+            if name in existing and _partitions_of(existing[name]) != counts[name]:
+                log.warning(
+                    "topic %s exists with %d partitions, %d wanted; left as is",
+                    name,
+                    _partitions_of(existing[name]),
+                    counts[name],
+                )
         admin.wait_for_topics(wanted, timeout_ms=timeout_ms)
     finally:
         admin.close()
-    return created
+    return frozenset(created)
+
+
+def _partitions_of(described: Mapping[str, Any]) -> int:
+    return len(described.get("partitions") or ())
+
+
+def _delete(
+    admin: KafkaAdminClient,
+    ids: Mapping[str, str],
+    existing: Mapping[str, Mapping[str, Any]],
+    counts: Mapping[str, int],
+    timeout_ms: int,
+) -> None:
+    """Delete these incarnations by topic id; one already gone is not an error."""
+    if not ids:
+        return
+    for name, topic_id in sorted(ids.items()):
+        log.warning(
+            "topic %s was re-created by a client with %d partitions (%d wanted) after the "
+            "broker lost its data; deleting that incarnation (%s) to create it again",
+            name,
+            _partitions_of(existing[name]),
+            counts[name],
+            topic_id,
+        )
+    response = admin.delete_topics(
+        [UUID(topic_id) for topic_id in ids.values()], timeout_ms=timeout_ms, raise_errors=False
+    )
+    for result in response["topics"]:
+        error = for_code(result["error_code"])
+        if error.errno not in {0, UnknownTopicOrPartitionError.errno}:
+            raise error(f"deleting topic {result.get('name') or result.get('topic_id')!r} failed")
 
 
 def _count(partitions: Mapping[str, int] | int, name: str) -> int:

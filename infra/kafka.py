@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Final
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT: Final = 5.0
+"""Seconds a producer's pending sends get when it is closed; then they are abandoned."""
 
 
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
@@ -22,6 +29,33 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     if client.config["enable_idempotence"] is not True:  # pragma: no cover - guard
         raise RuntimeError("kafka-python dropped enable_idempotence")
     return client
+
+
+def close_producer(client: KafkaProducer, *, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``client``, giving its pending sends at most ``timeout`` seconds.
+
+    kafka-python's ``close()`` first flushes: without a timeout it waits forever, and
+    with one it raises `KafkaTimeoutError` and leaves the producer open, its I/O thread
+    still retrying. After a broker wipe an idempotent producer can be left with batches
+    that never complete (waiting on a producer id the new broker never gives): the
+    relay's ``close()`` then hung for good, its role never restarted, and the pipeline
+    stalled (docs/faults.md). So on a timeout the I/O thread is closed by force: the
+    pending sends fail (nobody counts them as delivered: positions move only after
+    `adapters.relay.deliver`) and the producer is closed.
+    """
+    try:
+        client.close(timeout=timeout)
+        return
+    except KafkaTimeoutError:
+        log.warning("a Kafka producer could not deliver within %.0f s; closed by force", timeout)
+    sender = getattr(client, "_sender", None)  # kafka-python has no public force-close
+    if sender is not None:
+        sender.force_close()  # its thread fails every pending batch, then ends
+        sender.join(max(timeout, 1.0))
+    try:
+        client.close(timeout=0)
+    except KafkaTimeoutError:
+        log.error("a Kafka producer still had pending sends after a forced close")
 
 
 def consumer(

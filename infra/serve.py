@@ -12,11 +12,12 @@ fresh ones: a permanently failed idempotent producer is replaced, never reused
 the embedded broker would otherwise auto-create them with 4 partitions.
 
 Kafka is disposable. A watcher polls the topics' ids (`adapters.topics.TopicWatch`);
-when the broker lost its data it re-provisions the topics and restarts every role on
-the new incarnation: the ingest reads the re-created `interactions` from offset 0
-under fresh position names, the relay re-publishes from the first event a projector
-still needs, and the projector joins a consumer group named after the incarnation,
-so offsets an old client committed into the new broker are never read.
+when the broker lost its data it re-provisions the topics (replacing any rebuilt topic
+a client re-created meanwhile with the broker's default partition count) and restarts
+every role on the new incarnation: the ingest reads the re-created `interactions` from
+offset 0 under fresh position names, the relay re-publishes from the first event a
+projector still needs, and the projector joins a consumer group named after the
+incarnation, so offsets an old client committed into the new broker are never read.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from infra.bootstrap import (
     configure_logging,
     load_configured_policy,
 )
-from infra.kafka import consumer, producer
+from infra.kafka import close_producer, consumer, producer
 from infra.settings import Settings
 from projections.ports import ChangePublisher
 from streams.app import Record, build_app
@@ -160,11 +161,11 @@ class KafkaRecordPublisher:
                 future.get(timeout=0)  # raises the send's error, if any
         except Exception:
             self._client = producer(self._bootstrap)
-            client.close(timeout=0)
+            close_producer(client, timeout=0)
             raise
 
     def close(self) -> None:
-        self._client.close()
+        close_producer(self._client)
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -346,15 +347,28 @@ class Pipeline:
             watch.close()
 
     def _provision(self, watch: TopicWatch) -> None:
-        ensure_topics(self.bootstrap, self.topics.all(), partitions=self.topics.partitions())
-        self.topic_ids = watch.ids()
-        # Logged before any role of this process uses them: after a wipe, the relay
-        # re-announces what changed since the lost incarnations were first seen.
         store = self.store()
         try:
-            IncarnationLog(store.datastore).adopt(
-                {topic: self.incarnation(topic) for topic in self.topic_ids}
+            incarnations = IncarnationLog(store.datastore)
+            logged = incarnations.logged(self.topics.rebuilt())
+
+            def replaceable(topic: str, topic_id: str) -> bool:
+                # An incarnation nobody logged of a topic provisioned before: a client
+                # re-created it after a wipe, with the broker's default partition count;
+                # its content is published again on its replacement (ADR 11).
+                tag, seen = incarnation_of(topic_id), logged.get(topic, set())
+                return bool(tag and seen) and tag not in seen
+
+            ensure_topics(
+                self.bootstrap,
+                self.topics.all(),
+                partitions=self.topics.partitions(),
+                replace=replaceable,
             )
+            self.topic_ids = watch.ids()
+            # Logged before any role of this process uses them: after a wipe, the relay
+            # re-announces what changed since the lost incarnations were first seen.
+            incarnations.adopt({topic: self.incarnation(topic) for topic in self.topic_ids})
         finally:
             store.close()
 
@@ -508,7 +522,9 @@ class Pipeline:
             if checkpoints is not None:
                 checkpoints.join(timeout=30)
         finally:
-            client.close()
+            # Bounded: after a broker wipe a plain close() waited forever on sends that
+            # could never complete, and the relay never restarted (docs/faults.md).
+            close_producer(client)
             store.close()
 
     def webhooks(self, stop: threading.Event) -> None:

@@ -35,6 +35,7 @@ import orjson
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 
 from adapters.ingest import position_name
 from adapters.readmodels import ReadModelStore, audit
@@ -273,10 +274,15 @@ def settled(
     names: TopicNames,
     valid: Sequence[dict[str, Any]],
     bad_count: int,
+    published: int | None = None,
 ) -> Callable[[], int]:
     """A progress measure that reaches `DONE` once the pipeline has nothing left to do:
     every distinct interaction stored, every bad record dead-lettered and relayed to
-    the DLQ topic, every read model at its stored version with no timer overdue."""
+    the DLQ topic, every read model at its stored version with no timer overdue — and,
+    given ``published`` (the records sent to the current incarnation of
+    `interactions`), the ingest's positions there add up to it: after a broker wipe
+    upstream publishes again what the store already holds, and the ingest may still be
+    reading those repeats when everything else is done."""
     keys = {(i["source"], i["event_id"]): i["customer_id"] for i in valid}
     per_customer = Counter(keys.values())
     read_models = ReadModelStore(store)
@@ -291,8 +297,8 @@ def settled(
     def progress() -> int:
         try:
             return measure()
-        except (psycopg.OperationalError, PersistenceError):
-            return -2  # the database is down or a pooled session was cut: no progress seen
+        except (psycopg.OperationalError, PersistenceError, KafkaError):
+            return -2  # the database or broker is down, or a session was cut: no progress seen
 
     def measure() -> int:
         stored = count_rows(url, "SELECT count(*) FROM interaction_keys")
@@ -302,6 +308,7 @@ def settled(
         wanted = len(keys) + len(per_customer)
         relayed = store.position(dlq) or 0
         overdue = len(read_models.due(datetime.now(UTC) - timedelta(seconds=3)))
+        read = consumed(store, bootstrap, names) if published is not None else 0
         state.update(
             stored=(stored, len(keys)),
             dead_letters=(dead, bad_count),
@@ -309,14 +316,17 @@ def settled(
             applied=(applied, wanted),
             overdue=overdue,
         )
+        if published is not None:
+            state["consumed"] = (read, published)
         finished = (
             stored == len(keys)
             and dead == bad_count
             and relayed == last_dead
             and applied == wanted
             and not overdue
+            and (published is None or read == published)
         )
-        return DONE if finished else stored + dead + applied + relayed
+        return DONE if finished else stored + dead + applied + relayed + read
 
     progress.state = state  # type: ignore[attr-defined]
     return progress

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
+from adapters.relay import deliver
 from adapters.topics import TopicNames, ensure_topics
+from infra import kafka
 from infra.broker import EmbeddedBroker, embedded_broker
 
 pytestmark = pytest.mark.integration
@@ -140,3 +144,100 @@ def test_restart_wipes_topics_and_ensure_topics_recreates_them(
         producer.close(timeout=5)
     records = read_all(broker.bootstrap, topics.churn_alerts, 1)
     assert [(key, value) for _, key, value in records] == [(b"c", b"after restart")]
+
+
+def describe(bootstrap: str, topic: str) -> tuple[str | None, int]:
+    """(topic id, partition count) of ``topic`` now ((None, 0): it does not exist)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if described.get("error_code"):
+        return None, 0
+    return str(described["topic_id"]), len(described.get("partitions") or ())
+
+
+def auto_create(bootstrap: str, topic: str) -> tuple[str | None, int]:
+    """What a client does after a wipe: produce to a topic that does not exist, which
+    makes Tansu create it with its default count."""
+    producer = idempotent_producer(bootstrap)
+    try:
+        producer.send(topic, key=b"k", value=b"v").get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+    return describe(bootstrap, topic)
+
+
+def test_ensure_topics_replaces_only_the_auto_created_incarnations_it_is_allowed_to(
+    broker: EmbeddedBroker, topics: TopicNames
+) -> None:
+    kept, replaced = topics.interactions, topics.customer_events
+    before = {name: auto_create(broker.bootstrap, name) for name in (kept, replaced)}
+    assert {count for _, count in before.values()} == {4}, "Tansu's default count"
+    asked: list[tuple[str, str]] = []
+
+    def replace(topic: str, topic_id: str) -> bool:
+        asked.append((topic, topic_id))
+        return topic == replaced
+
+    created = ensure_topics(
+        broker.bootstrap, [kept, replaced], partitions=topics.partitions(), replace=replace
+    )
+
+    assert created == {replaced}
+    assert describe(broker.bootstrap, kept) == before[kept], "kept as it was"
+    topic_id, count = describe(broker.bootstrap, replaced)
+    assert count == topics.partitions()[replaced]
+    assert topic_id != before[replaced][0], "a new incarnation"
+    assert set(asked) == {(name, before[name][0]) for name in (kept, replaced)}
+    # Nothing wrong any more: a second pass asks about nothing and replaces nothing.
+    asked.clear()
+    assert (
+        ensure_topics(broker.bootstrap, [replaced], partitions=topics.partitions(), replace=replace)
+        == frozenset()
+    )
+    assert asked == []
+    assert describe(broker.bootstrap, replaced) == (topic_id, count)
+
+
+def test_a_producer_whose_sends_cannot_complete_closes_within_its_timeout(
+    broker: EmbeddedBroker, topics: TopicNames
+) -> None:
+    """kafka-python's own close() flushes first and, with its broker gone, waits forever
+    (no timeout) or raises and leaves its I/O thread running (with one)."""
+    ensure_topics(broker.bootstrap, [topics.customer_events], partitions=3)
+    producer = kafka.producer(broker.bootstrap)
+    producer.send(topics.customer_events, key=b"k", value=b"before").get(timeout=10)
+    broker.stop()
+    pending = [producer.send(topics.customer_events, key=b"k", value=b"never") for _ in range(10)]
+
+    started = time.monotonic()
+    kafka.close_producer(producer, timeout=1.0)
+
+    assert time.monotonic() - started < 10
+    assert all(future.is_done and future.failed() for future in pending)
+    assert not producer._sender.is_alive()
+
+
+def test_a_delivery_that_cannot_complete_gives_up_once_its_role_stops(
+    broker: EmbeddedBroker, topics: TopicNames
+) -> None:
+    """The relay's `deliver` waits up to 30 s for the broker; after a wipe its role's life
+    has ended and waiting only delays the restart on the new incarnation."""
+    ensure_topics(broker.bootstrap, [topics.customer_events], partitions=3)
+    producer = kafka.producer(broker.bootstrap)
+    try:
+        producer.send(topics.customer_events, key=b"k", value=b"before").get(timeout=10)
+        broker.stop()
+        sent = [producer.send(topics.customer_events, key=b"k", value=b"never")]
+        stop = threading.Event()
+        threading.Timer(1.0, stop.set).start()
+
+        started = time.monotonic()
+        with pytest.raises(KafkaTimeoutError):
+            deliver(producer, sent, timeout=30, until=stop)
+
+        assert 1.0 <= time.monotonic() - started < 5
+    finally:
+        kafka.close_producer(producer, timeout=0)

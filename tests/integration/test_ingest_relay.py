@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from adapters.ingest import Ingest, position_name
 from adapters.relay import Relay, RelayLockedError
@@ -189,3 +189,32 @@ def test_the_relay_publishes_every_event_once_in_customer_order_without_personal
         ("conflicting_duplicate", where),
     ]
     assert (letters[1]["source"], letters[1]["event_id"]) == ("shop", "e-1")
+
+
+def test_after_a_broker_wipe_the_ingest_does_not_re_create_its_topic(
+    fresh_database_url: str, make_store: StoreFactory
+) -> None:
+    """A running ingest must leave re-provisioning to the pipeline: a consumer subscribed
+    by name made Tansu re-create `interactions` with 4 partitions within a second of the
+    wipe (12 wanted), and `ensure_topics` then kept it (docs/faults.md)."""
+    store = make_store(fresh_database_url)
+    names = TopicNames(prefix=f"t{uuid.uuid4().hex[:8]}.")
+    with embedded_broker() as own:
+        ensure_topics(own.bootstrap, [names.interactions], partitions=12)
+        client = consumer(own.bootstrap, group_id="ingest-wipe", session_timeout_ms=SESSION_MS)
+        ingest = Ingest(store, client, topic=names.interactions, batch_size=200)
+        ingest.start()
+        values = [orjson.dumps(interaction(n, n % 5)) for n in range(1, 40)]
+        publish(own.bootstrap, names.interactions, values, [f"k-{n % 5}" for n in range(1, 40)])
+        assert drain(ingest, len(values)) == len(values), "under way before the wipe"
+
+        own.restart()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            ingest.step()  # polls, as the role does until the watcher restarts it
+        client.close()
+        admin = KafkaAdminClient(bootstrap_servers=own.bootstrap)
+        try:
+            assert names.interactions not in admin.list_topics()
+        finally:
+            admin.close()

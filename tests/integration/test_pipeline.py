@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from kafka import KafkaAdminClient
 
 from adapters.checker import Broker, verify
 from adapters.crypto import MasterKey
@@ -335,3 +336,75 @@ def test_a_role_that_dies_is_restarted_until_stopped() -> None:
     supervisor.join(timeout=10)
     assert not supervisor.is_alive()
     assert lives == [1, 2, 3]
+
+
+def test_re_provisioning_after_a_wipe_replaces_what_clients_re_created_save_interactions(
+    fresh_database_url: str,
+) -> None:
+    """Tansu re-creates a topic with 4 partitions for any client that names it. After a
+    wipe the watcher replaces such incarnations of the topics the pipeline rebuilds; it
+    keeps `interactions` (upstream's records are in it) and, at a first start, whatever
+    an operator created (nothing of the topic was logged yet)."""
+    names = TopicNames(prefix=f"p{uuid.uuid4().hex[:8]}.")
+    settings = settings_for(fresh_database_url, topic_prefix=names.prefix)
+    wanted = names.partitions()
+
+    def touch(bootstrap: str, *topics: str) -> None:
+        client = producer(bootstrap)
+        try:
+            for topic in topics:
+                client.send(topic, key=b"k", value=b"{}").get(timeout=10)
+        finally:
+            client.close(timeout=5)
+
+    with embedded_broker() as own:
+        pipeline = Pipeline(
+            settings,
+            bootstrap=own.bootstrap,
+            app_url=fresh_database_url,
+            master_key=MasterKey.from_text(TEST_MASTER_KEY),
+            as_role=settings.app_role,
+            tuning=Tuning.fast(),
+        )
+        touch(own.bootstrap, names.tier_changes)  # an operator's, before the first start
+        watch = TopicWatch(own.bootstrap, names.all())
+        try:
+            pipeline._provision(watch)
+            first = pipeline.topic_ids
+            assert partitions_of(own.bootstrap, names.tier_changes) == 4, "kept at first"
+
+            own.restart()
+            touch(own.bootstrap, names.interactions, names.customer_events, names.churn_alerts)
+            auto = watch.ids()
+            assert pipeline.watch(watch), "the reset is found"
+        finally:
+            watch.close()
+        after = pipeline.topic_ids
+        counts = {name: partitions_of(own.bootstrap, name) for name in names.all()}
+
+    assert all(after[name] != first[name] for name in names.all()), "new incarnations"
+    assert after[names.interactions] == auto[names.interactions], "upstream's, kept"
+    assert counts[names.interactions] == 4
+    for name in (names.customer_events, names.churn_alerts):
+        assert after[name] != auto[name], f"{name}: the auto-created one was replaced"
+    assert {name: counts[name] for name in names.rebuilt()} == {
+        name: wanted[name] for name in names.rebuilt()
+    }
+    with psycopg.connect(fresh_database_url) as conn:
+        logged = {
+            row[0]
+            for row in conn.execute(
+                "SELECT incarnation FROM topic_incarnations WHERE topic = %s",
+                (names.customer_events,),
+            )
+        }
+    assert logged == {first[names.customer_events], after[names.customer_events]}
+
+
+def partitions_of(bootstrap: str, topic: str) -> int:
+    watch = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (described,) = watch.describe_topics([topic])
+    finally:
+        watch.close()
+    return len(described.get("partitions") or ())
