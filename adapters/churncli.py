@@ -15,14 +15,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.calibration import (
-    CalibrationError,
-    CalibrationOptions,
-    LevelError,
-    LevelRule,
-    calibrate,
-)
-from adapters.calibration.backtest import BacktestWindow, backtest
 from adapters.readside import ProjectionReader
 from domain.errors import UsageError
 from projections import InputEvent, Policy, PolicyError, load_policy
@@ -132,6 +124,14 @@ def add_churn_commands(
     ) -> None:
         """Fit the churn model and its alert levels on the store's own history, and write
         them as a new policy file (the configured policy's other settings are kept)."""
+        from adapters.calibration import (  # noqa: PLC0415 - scipy costs every command ~1 s
+            CalibrationError,
+            CalibrationOptions,
+            LevelError,
+            LevelRule,
+            calibrate,
+        )
+
         options = CalibrationOptions(
             horizon_days=horizon_days,
             step_days=step_days,
@@ -192,6 +192,11 @@ def add_churn_commands(
     ) -> None:
         """Replay history under a policy (and another in shadow): alerts it would have
         raised, their precision and recall, AUC of the score, lead time, distributions."""
+        from adapters.calibration.backtest import (  # noqa: PLC0415 - as calibrate's
+            BacktestWindow,
+            backtest,
+        )
+
         chosen = read_policy(policy, "--policy")[1] if policy is not None else None
         shadow = read_policy(against, "--against")[1] if against is not None else None
         with open_runtime() as runtime:

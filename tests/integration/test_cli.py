@@ -127,3 +127,29 @@ def test_an_open_alert_can_be_acknowledged_and_the_action_is_folded(
     after = json.loads(run(url, "customer", "quiet-1", "--json", policy=policy).stdout)
     assert after["alert_state"] == "acknowledged"
     assert after["alert_id"] == before["alert_id"]
+
+
+def test_calibrate_and_backtest_run_as_a_user_runs_them(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """The churn commands through the real console script: their heavy imports (scipy)
+    load only when they run, and what they write is a policy eventcrm loads."""
+    from adapters.simulate import simulate  # noqa: PLC0415 - a test-only generator
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    path = tmp_path / "population.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(i) + "\n" for i in simulate(customers=600, seed=3, end=today).interactions
+        )
+    )
+    url = fresh_database_url
+    run(url, "import", str(path), "--json")
+    report = json.loads(run(url, "backtest", "--json").stdout)
+    assert report["customers"] > 0
+    assert set(report["policy"]) >= {"alerts", "precision", "recall", "auc"}
+    out = tmp_path / "calibrated.toml"
+    fitted = json.loads(run(url, "calibrate", "--out", str(out), "--json").stdout)
+    assert fitted["cutoffs"], fitted
+    again = json.loads(run(url, "backtest", "--policy", str(out), "--json").stdout)
+    assert again["customers"] == report["customers"]
