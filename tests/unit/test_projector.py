@@ -3,8 +3,10 @@ deadlines, failure handling, and live equals replay over a simulated population.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,7 +26,13 @@ from projections import (
     snapshot,
 )
 from projections.messages import CustomerEvent, WireError
-from projections.ports import ChangePublisher, ReadModelRow, ReadModelSink, StateLoader
+from projections.ports import (
+    ChangePublisher,
+    Projected,
+    ReadModelRow,
+    ReadModelSink,
+    StateLoader,
+)
 from streams.projector import Projector, parse_customer_event
 from tests.unit.quality.policies import simple_policy
 from tests.unit.quality.simulate import at, event, purchase
@@ -44,6 +52,8 @@ class FakeStore(StateLoader):
         self.log: dict[str, list[InputEvent | None]] = defaultdict(list)
         self.position = 0
         self.loads: list[tuple[str, int]] = []
+        self.rows: Mapping[str, ReadModelRow] = {}
+        """The read models (a sink's), as `adapters.readmodels.StoreStateLoader` reads them."""
 
     def record(self, customer_id: str, item: InputEvent | None = None) -> bytes:
         """Store one event (a customer's first is its Created event); return the message
@@ -70,6 +80,13 @@ class FakeStore(StateLoader):
         if not events:
             return initial_state(customer_id, POLICY)
         return fold(customer_id, events, POLICY, as_of=max(e.occurred_at for e in events))
+
+    def projected(self, customer_ids: Sequence[str]) -> dict[str, Projected]:
+        return {
+            c: Projected(r.applied_version, r.applied_position, r.snapshot.evaluated_at)
+            for c in customer_ids
+            if (r := self.rows.get(c)) is not None
+        }
 
 
 class FakeSink(ReadModelSink):
@@ -137,6 +154,7 @@ class Rig:
         self.calls: list[str] = []
         self.store = FakeStore()
         self.sink = FakeSink(self.calls)
+        self.store.rows = self.sink.rows
         self.publisher = FakePublisher(self.calls)
         self.projector = self.new_projector()
 
@@ -549,4 +567,53 @@ def test_a_subscriber_ends_with_the_read_models_alert_when_late_events_refold(
     assert any(
         r.rule == "late_event.recomputed" for c in rig.publisher.changes for r in c.reasons
     ), "late events were refolded"
+    assert not _alerts_differing(rig)
+
+
+@pytest.mark.parametrize("seed", [7, 9, 20, 21, 28])
+def test_a_subscriber_ends_with_the_read_models_alert_across_restarts_and_redeliveries(
+    rig: Rig, seed: int
+) -> None:
+    """As above, with the projector restarted now and then (its cache lost; the relay
+    redelivers from a little earlier; `resume` re-arms the due timers) and batches
+    failing and redelivered: a reloaded customer goes on from what the last worker
+    published (its stored read model), not from its last event."""
+    rng = random.Random(seed)
+    messages = _population(rig, customers=40, seed=seed)
+    now = END + timedelta(days=rng.choice([1, 30, 200]))
+    start, restarts = 0, 0
+    while start < len(messages):
+        chunk = messages[start : start + rng.randint(1, 50)]
+        rig.projector.handle(chunk)
+        roll = rng.random()
+        if roll < 0.1:
+            rig.projector.handle(chunk)  # redelivered
+        elif roll < 0.13:
+            restarts += 1
+            rig.projector = rig.new_projector()
+            rig.projector.resume(
+                (r.customer_id, r.applied_version, r.applied_position)
+                for r in rig.sink.rows.values()
+                if r.next_deadline is not None and r.next_deadline <= now
+            )
+            start -= rng.randint(0, min(start, 60))  # from an older committed offset
+        elif roll < 0.16:
+            rig.publisher.fail_next = True
+            with contextlib.suppress(ConnectionError):
+                rig.projector.handle(chunk)
+            rig.publisher.fail_next = False
+            rig.projector.handle(chunk)
+        if rng.random() < 0.5:
+            rig.projector.tick(now)
+        start += len(chunk)
+    rig.projector.tick(now)
+
+    assert restarts
+    for customer_id, row in rig.sink.rows.items():
+        assert row.applied_version == len(rig.store.log[customer_id])
+        assert row.snapshot.evaluated_at is not None
+        replayed = fold(
+            customer_id, rig.store.events(customer_id), POLICY, as_of=row.snapshot.evaluated_at
+        )
+        assert row.snapshot == snapshot(replayed), customer_id
     assert not _alerts_differing(rig)
