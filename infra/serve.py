@@ -639,7 +639,7 @@ class Pipeline:
                 session_timeout=self.tuning.session_timeout,
                 heartbeat_interval=self.tuning.heartbeat_interval,
                 retry=lambda attempt, stopping: batches.call_async(
-                    "projector: a batch", attempt, until=stopping
+                    "projector: a batch or tick", attempt, until=stopping
                 ),
                 clock=self.tuning.clock,
                 datadir=scratch.name,

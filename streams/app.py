@@ -133,9 +133,10 @@ class TopicChangePublisher(ChangePublisher):
 
 
 RetryBatch = Callable[[Callable[[], Awaitable[None]], Callable[[], bool]], Awaitable[None]]
-"""Runs an attempt until it succeeds, pausing between failures, and re-raises the last
-failure once the second argument says the app stops. Handed in by infra (the
-`PROJECTOR_BATCH` policy of adapters.retry: streams do not import adapters)."""
+"""Runs an attempt (a batch, or a tick) until it succeeds, pausing between failures,
+and re-raises the last failure once the second argument says the app stops. Handed in
+by infra (the `PROJECTOR_BATCH` policy of adapters.retry: streams do not import
+adapters)."""
 
 
 @dataclass
@@ -175,13 +176,21 @@ class ProjectorApp:
 
     async def tick(self) -> None:
         """Re-adopt due customers if needed, then advance every due held customer —
-        unless the projector is behind and the last tick is recent."""
+        unless the projector is behind and the last tick is recent. A failure (the
+        store or the producer unavailable) is retried like a batch, at the clock of
+        each attempt, until it lands or the app stops: an exception out of a faust
+        timer would crash the app, and the role would start it again and again for as
+        long as the outage lasts."""
         if self.behind and time.monotonic() - self.last_tick < self.max_tick_delay:
             return
         self.last_tick = time.monotonic()
-        now = self.clock()
-        async with self.lock:
-            await asyncio.to_thread(self._tick, now)
+
+        async def attempt() -> None:
+            now = self.clock()
+            async with self.lock:
+                await asyncio.to_thread(self._tick, now)
+
+        await self.retry(attempt, lambda: bool(self.app.should_stop))
 
     def on_assigned(self, assigned: Iterable[Any]) -> None:
         """Remember the new assignment; the next tick applies it (outside the
