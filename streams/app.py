@@ -249,18 +249,28 @@ class ProjectorApp:
 
         faust's stop waits for in-flight messages to be acknowledged; a batch that can
         never be handled (its agent crashed) would make it wait forever, so the wait is
-        bounded: unacknowledged messages are simply not committed, and redelivered."""
+        bounded: unacknowledged messages are simply not committed, and redelivered.
+        Not with `asyncio.wait_for`, which after its timeout waits on until the
+        cancelled stop has ended (unbounded, if the stop does not end)."""
         await self.app.start()
         try:
             while not stop.is_set() and not self.app.should_stop:
                 await asyncio.sleep(poll)
         finally:
-            try:
-                await asyncio.wait_for(self.app.stop(), stop_timeout)
-            except TimeoutError:
+            stopping = asyncio.ensure_future(self.app.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=stop_timeout)
+            if not done:
+                stopping.add_done_callback(_retrieved)
+                stopping.cancel()
                 log.error("projector: faust did not stop within %.0f s", stop_timeout)
         if self.app.crashed and not stop.is_set():
             raise RuntimeError(f"the projector app crashed: {self.app.crash_reason!r}")
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Read an abandoned task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def build_app(
