@@ -178,6 +178,7 @@ class Projector:
             held = self._held.get(customer_id)
             if held is not None and held.deadline == deadline:
                 due[customer_id] = held
+        self._forget_projected_elsewhere(due)
         changes: list[Change] = []
         try:
             for held in due.values():
@@ -364,6 +365,21 @@ class Projector:
     def _member_view(self, customer_id: str, group: Group) -> Snapshot:
         role: Role | None = "merged" if customer_id in group.members else None
         return as_member(customer_id, Configuration(role, group.survivor), snapshot(group.state))
+
+    def _forget_projected_elsewhere(self, due: dict[str, _Held]) -> None:
+        """Drop the due customers whose stored read model includes events this worker
+        has not applied: another worker projects them now (this one lost their
+        partition and has not heard yet, or was frozen past its session). Advancing
+        the stale state would publish changes the history does not have, after that
+        worker's; if the customer is still ours, its next message or `resume`
+        reloads it."""
+        alone = [c for c in due if c not in self._members]
+        if not alone:
+            return
+        for customer_id, seen in self._loader.projected(alone).items():
+            if seen.version > due[customer_id].version:
+                del due[customer_id]
+                del self._held[customer_id]
 
     def _look_up(self, customer_ids: Iterable[str]) -> None:
         wanted = sorted(set(customer_ids))

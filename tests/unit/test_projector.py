@@ -617,3 +617,23 @@ def test_a_subscriber_ends_with_the_read_models_alert_across_restarts_and_redeli
         )
         assert row.snapshot == snapshot(replayed), customer_id
     assert not _alerts_differing(rig)
+
+
+def test_a_worker_does_not_advance_a_customer_another_worker_projected_since(
+    rig: Rig,
+) -> None:
+    """A worker frozen past its session (or not yet told of a rebalance) still holds a
+    customer that another worker has since projected further: its timer must not
+    publish changes from the stale state after the other's; it forgets the customer."""
+    messages = _history(rig.store, "c-1", [0, 3])
+    rig.projector.handle(messages)
+    stale = rig.projector
+    deadline = rig.sink.rows["c-1"].next_deadline
+    assert deadline is not None
+    survivor = rig.new_projector()
+    survivor.handle([rig.store.record("c-1", purchase("c-1-late", 4))])
+    published = len(rig.publisher.changes)
+
+    assert stale.tick(deadline + timedelta(days=400)) == []
+    assert len(rig.publisher.changes) == published
+    assert stale.applied_version("c-1") is None
