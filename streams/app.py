@@ -32,14 +32,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import faust
 import orjson
 from faust.transport.drivers import aiokafka as faust_kafka
+from faust.types import EventT
 
 from projections import Change
 from projections.messages import WireError
@@ -341,8 +342,19 @@ def build_app(
     )
 
     async def project(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(batch_size, within=within):
-            await served.project(batch)
+        # Acknowledged (so committed) once projected, not before: `stream.take` acks a
+        # batch when its generator is closed, also when the agent ends mid-batch (the
+        # app stopping or crashing while the batch is retried), and the next worker
+        # then starts past events nobody applied (seen after a PostgreSQL restart).
+        concrete = cast("faust.Stream[bytes]", stream)
+        batches = cast(  # `noack_take` yields the events (annotated: the values)
+            "AsyncIterator[Sequence[EventT[bytes]]]",
+            concrete.noack_take(batch_size, within=within),
+        )
+        async for events in batches:
+            await served.project([event.value for event in events])
+            for event in events:
+                await concrete.ack(event)
 
     async def tick() -> None:
         await served.tick()
