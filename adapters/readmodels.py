@@ -35,7 +35,14 @@ from projections import (
     snapshot,
 )
 from projections.identity import as_member, group_state, linked, links, own, union, view
-from projections.ports import Group, GroupLoader, ReadModelRow, ReadModelSink, StateLoader
+from projections.ports import (
+    Group,
+    GroupLoader,
+    Projected,
+    ReadModelRow,
+    ReadModelSink,
+    StateLoader,
+)
 from projections.vocabulary import OPEN_ALERT_STATES
 
 log = logging.getLogger(__name__)
@@ -173,6 +180,10 @@ class ReadModelStore(ReadModelSink):
         self._due = SQL(
             "SELECT customer_id, applied_version, applied_position FROM {} "
             "WHERE next_deadline <= %s ORDER BY next_deadline, customer_id"
+        ).format(table)
+        self._projected = SQL(
+            "SELECT customer_id, applied_version, applied_position, evaluated_at FROM {} "
+            "WHERE customer_id = ANY(%s)"
         ).format(table)
 
     def upsert(self, rows: Sequence[ReadModelRow]) -> int:
@@ -333,6 +344,19 @@ class ReadModelStore(ReadModelSink):
             rows = curs.fetchall()
         return [(r["customer_id"], r["applied_version"], r["applied_position"]) for r in rows]
 
+    def projected(self, customer_ids: Sequence[str]) -> dict[str, Projected]:
+        """How far the read models of these customers are projected (one query): where
+        the projector resumes a customer it reloads (`StateLoader.projected`)."""
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._projected, (list(customer_ids),))
+            rows = curs.fetchall()
+        return {
+            r["customer_id"]: Projected(
+                r["applied_version"], r["applied_position"], r["evaluated_at"]
+            )
+            for r in rows
+        }
+
 
 class StoreStateLoader(StateLoader, GroupLoader):
     """Rebuilds a customer's state from its stored events: the projector's
@@ -342,6 +366,10 @@ class StoreStateLoader(StateLoader, GroupLoader):
     def __init__(self, store: CustomerStore, policy: Policy) -> None:
         self._reader = ProjectionReader(store, policy)
         self._store = store
+        self._read_models = ReadModelStore(store)
+
+    def projected(self, customer_ids: Sequence[str]) -> dict[str, Projected]:
+        return self._read_models.projected(customer_ids)
 
     def load_group(
         self, customer_id: str, *, as_of: datetime | None, through_version: int | None

@@ -585,30 +585,48 @@ class Pipeline:
         that no longer exists (observed: >60 s, once forever). So once this life has
         ended, the loop gets `PROJECT_STOP_GRACE` seconds; after that it is abandoned
         (its consumer group is the old incarnation's, its writes are forward-only) and
-        the supervisor starts a fresh app."""
+        the supervisor starts a fresh app. The life also ends when the app ended by
+        itself (it crashed), not when ``asyncio.run`` returns: after a crash it still
+        closes the app's resources, cancels the loop's tasks and waits for its worker
+        threads, any of which may not end (a role that waited for it stalled for good
+        after a PostgreSQL restart)."""
         errors: list[BaseException] = []
+        ended = threading.Event()
+
+        async def main() -> None:
+            try:
+                await self._project(stop, ended)
+            except Exception as exc:  # noqa: BLE001 - handed to the role's thread
+                errors.append(exc)
+            finally:
+                ended.set()
 
         def loop() -> None:
             try:
-                asyncio.run(self._project(stop))
+                asyncio.run(main())
             except BaseException as exc:  # noqa: BLE001 - handed to the role's thread
                 errors.append(exc)
+            finally:
+                ended.set()
 
         runner = threading.Thread(target=loop, name="eventcrm-project-loop", daemon=True)
         runner.start()
-        while runner.is_alive() and not stop.is_set():
-            runner.join(0.5)
+        while not ended.is_set() and not stop.is_set():
+            ended.wait(0.5)
         runner.join(PROJECT_STOP_GRACE)
         if runner.is_alive():
             log.error(
                 "projector: its event loop did not stop within %.0f s; abandoned",
                 PROJECT_STOP_GRACE,
             )
-            return
+            if stop.is_set():
+                return
         if errors:
             raise errors[0]
 
-    async def _project(self, stop: threading.Event) -> None:
+    async def _project(self, stop: threading.Event, ended: threading.Event) -> None:
+        """Serve the faust app until ``stop``; ``ended`` is set as soon as it stopped
+        serving (then its resources are closed, which might not end)."""
         store = self.store()
         publisher = KafkaRecordPublisher(self.bootstrap)
         scratch = tempfile.TemporaryDirectory(prefix="eventcrm-faust-")
@@ -639,12 +657,15 @@ class Pipeline:
                 session_timeout=self.tuning.session_timeout,
                 heartbeat_interval=self.tuning.heartbeat_interval,
                 retry=lambda attempt, stopping: batches.call_async(
-                    "projector: a batch", attempt, until=stopping
+                    "projector: a batch or tick", attempt, until=stopping
                 ),
                 clock=self.tuning.clock,
                 datadir=scratch.name,
             )
-            await served.run(stop)
+            try:
+                await served.run(stop)
+            finally:
+                ended.set()
         finally:
             scratch.cleanup()
             publisher.close()

@@ -35,6 +35,7 @@ from projections.deadlines import next_wake, window_edge
 from projections.facts import LIFECYCLE_KINDS, RELEVANT_KINDS, TIER_KINDS, prune, record
 from projections.lifecycle import evaluate_lifecycle
 from projections.model import (
+    CORRECTION_RULE,
     OPS_KINDS,
     Change,
     InputEvent,
@@ -463,7 +464,7 @@ def _corrections(
 ) -> list[Change]:
     after = _visible(state)
     note = Reason(
-        rule="late_event.recomputed",
+        rule=CORRECTION_RULE,
         message="an event older than the last one folded arrived; history was refolded",
         policy_version=state.policy.version,
         inputs={"occurred_at": late.occurred_at},

@@ -26,6 +26,9 @@ OPS_KINDS: Final = frozenset(OPS_ACTIONS)
 
 ChangeKind = Literal["tier", "lifecycle", "alert"]
 
+CORRECTION_RULE: Final = "late_event.recomputed"
+"""The first reason of a correction: a late event refolded history (`Change.change_id`)."""
+
 
 def to_micros(instant: datetime) -> int:
     """Microseconds since the epoch: exact integer time, so deadlines never round."""
@@ -138,16 +141,21 @@ class Change:
         """What consumers deduplicate on: the same transition has the same id whether it
         was published live, again after a redelivery, or re-announced from a replay
         after a broker wipe. It names the landing, not the path: customer, kind, new
-        value, effective instant, and for alerts the alert id (docs/topics.md)."""
-        key = "\x00".join(
-            (
-                self.customer_id,
-                self.kind,
-                self.to_value,
-                str(to_micros(self.effective_at)),
-                self.alert_id or "",
-            )
-        )
+        value, effective instant, and for alerts the alert id (docs/topics.md).
+
+        A correction (a late event's refold, first reason `CORRECTION_RULE`) also names
+        the late event: it may land where an earlier change did (the subscriber's view
+        having moved away since), and a subscriber would drop it as already seen."""
+        parts = [
+            self.customer_id,
+            self.kind,
+            self.to_value,
+            str(to_micros(self.effective_at)),
+            self.alert_id or "",
+        ]
+        if self.reasons and self.reasons[0].rule == CORRECTION_RULE:
+            parts.extend(("correction", *self.reasons[0].event_ids))
+        key = "\x00".join(parts)
         return f"chg-{sha256(key.encode()).hexdigest()[:24]}"
 
     def to_dict(self) -> dict[str, Any]:

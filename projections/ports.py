@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from projections.model import Change, Snapshot
 from projections.state import CustomerState
@@ -34,12 +34,28 @@ class ReadModelRow:
     next_deadline: datetime | None
 
 
+class Projected(NamedTuple):
+    """How far a worker projected a customer: its stored read model's
+    ``applied_version`` / ``applied_position`` and ``evaluated_at`` (the clock of the
+    state it wrote, which a timer may have advanced past the last event). Every change
+    up to there was published: a worker publishes before it writes the row."""
+
+    version: int
+    position: int
+    evaluated_at: datetime | None
+
+
 class StateLoader(Protocol):
     """Rebuilds a customer's state from the store, the truth (invariant 1)."""
 
     def load(self, customer_id: str, *, through_version: int) -> CustomerState:
         """The state folded from the customer's stored events with version ≤
         ``through_version`` (an empty state if there are none)."""
+        ...
+
+    def projected(self, customer_ids: Sequence[str]) -> Mapping[str, Projected]:
+        """The stored read models of these customers (those that have one): where a
+        reloaded customer resumes, so its subscribers' view goes on from there."""
         ...
 
 

@@ -32,14 +32,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import faust
 import orjson
 from faust.transport.drivers import aiokafka as faust_kafka
+from faust.types import EventT
 
 from projections import Change
 from projections.messages import WireError
@@ -133,9 +134,10 @@ class TopicChangePublisher(ChangePublisher):
 
 
 RetryBatch = Callable[[Callable[[], Awaitable[None]], Callable[[], bool]], Awaitable[None]]
-"""Runs an attempt until it succeeds, pausing between failures, and re-raises the last
-failure once the second argument says the app stops. Handed in by infra (the
-`PROJECTOR_BATCH` policy of adapters.retry: streams do not import adapters)."""
+"""Runs an attempt (a batch, or a tick) until it succeeds, pausing between failures,
+and re-raises the last failure once the second argument says the app stops. Handed in
+by infra (the `PROJECTOR_BATCH` policy of adapters.retry: streams do not import
+adapters)."""
 
 
 @dataclass
@@ -175,13 +177,21 @@ class ProjectorApp:
 
     async def tick(self) -> None:
         """Re-adopt due customers if needed, then advance every due held customer —
-        unless the projector is behind and the last tick is recent."""
+        unless the projector is behind and the last tick is recent. A failure (the
+        store or the producer unavailable) is retried like a batch, at the clock of
+        each attempt, until it lands or the app stops: an exception out of a faust
+        timer would crash the app, and the role would start it again and again for as
+        long as the outage lasts."""
         if self.behind and time.monotonic() - self.last_tick < self.max_tick_delay:
             return
         self.last_tick = time.monotonic()
-        now = self.clock()
-        async with self.lock:
-            await asyncio.to_thread(self._tick, now)
+
+        async def attempt() -> None:
+            now = self.clock()
+            async with self.lock:
+                await asyncio.to_thread(self._tick, now)
+
+        await self.retry(attempt, lambda: bool(self.app.should_stop))
 
     def on_assigned(self, assigned: Iterable[Any]) -> None:
         """Remember the new assignment; the next tick applies it (outside the
@@ -240,18 +250,28 @@ class ProjectorApp:
 
         faust's stop waits for in-flight messages to be acknowledged; a batch that can
         never be handled (its agent crashed) would make it wait forever, so the wait is
-        bounded: unacknowledged messages are simply not committed, and redelivered."""
+        bounded: unacknowledged messages are simply not committed, and redelivered.
+        Not with `asyncio.wait_for`, which after its timeout waits on until the
+        cancelled stop has ended (unbounded, if the stop does not end)."""
         await self.app.start()
         try:
             while not stop.is_set() and not self.app.should_stop:
                 await asyncio.sleep(poll)
         finally:
-            try:
-                await asyncio.wait_for(self.app.stop(), stop_timeout)
-            except TimeoutError:
+            stopping = asyncio.ensure_future(self.app.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=stop_timeout)
+            if not done:
+                stopping.add_done_callback(_retrieved)
+                stopping.cancel()
                 log.error("projector: faust did not stop within %.0f s", stop_timeout)
         if self.app.crashed and not stop.is_set():
             raise RuntimeError(f"the projector app crashed: {self.app.crash_reason!r}")
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Read an abandoned task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def build_app(
@@ -322,8 +342,19 @@ def build_app(
     )
 
     async def project(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(batch_size, within=within):
-            await served.project(batch)
+        # Acknowledged (so committed) once projected, not before: `stream.take` acks a
+        # batch when its generator is closed, also when the agent ends mid-batch (the
+        # app stopping or crashing while the batch is retried), and the next worker
+        # then starts past events nobody applied (seen after a PostgreSQL restart).
+        concrete = cast("faust.Stream[bytes]", stream)
+        batches = cast(  # `noack_take` yields the events (annotated: the values)
+            "AsyncIterator[Sequence[EventT[bytes]]]",
+            concrete.noack_take(batch_size, within=within),
+        )
+        async for events in batches:
+            await served.project([event.value for event in events])
+            for event in events:
+                await concrete.ack(event)
 
     async def tick() -> None:
         await served.tick()

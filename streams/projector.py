@@ -10,7 +10,7 @@ orjson, for the bytes of the `customer-events` message `projections.messages` de
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,11 +35,12 @@ from projections.identity import (
     union,
 )
 from projections.messages import CustomerEvent, WireError, decode_customer_event
-from projections.model import InputEvent, Snapshot, from_micros
+from projections.model import InputEvent, Snapshot, from_micros, to_micros
 from projections.ports import (
     ChangePublisher,
     Group,
     GroupLoader,
+    Projected,
     ReadModelRow,
     ReadModelSink,
     StateLoader,
@@ -76,6 +77,15 @@ class Projector:
     through the version before it, and the message is then applied live so its
     changes are published. Version 1 is always the Created event, which projections
     ignore, so rebuilding through version 1 needs no store round trip.
+
+    *Reloads resume where the last worker stopped.* A worker that projected the
+    customer before (this one before a restart, or the previous owner of its
+    partition) published every change up to its stored read model
+    (`StateLoader.projected`), possibly advanced by its timer past the last event, and
+    possibly through later versions than the message (a redelivery). A reload starts
+    from that state: a message the read model already includes is a duplicate, and an
+    event before its clock is a late one, refolded and corrected (so a subscriber's
+    view, which went on from what was published, is corrected too).
 
     *Time.* Time-driven changes are found by deadline: a heap of ``(deadline,
     customer_id)``, lazily invalidated (an entry counts only while it equals the
@@ -122,6 +132,8 @@ class Projector:
         self._publisher = publisher
         self._held: dict[str, _Held] = {}
         self._heap: list[tuple[datetime, str]] = []
+        self._projected: Mapping[str, Projected] = {}
+        """The stored read models of the customers the current call may reload."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -141,12 +153,19 @@ class Projector:
         changes: list[Change] = []
         touched: dict[str, _Held] = {}
         try:
+            self._look_up(
+                customer_id
+                for customer_id, version, _, _ in messages
+                if (held := self._held.get(customer_id)) is None or version > held.version + 1
+            )
             for message in messages:
                 self._fold(message, changes, touched)
             self._emit(changes, self._settle(touched))
         except BaseException:
             self._drop(touched)
             raise
+        finally:
+            self._projected = {}
         return changes
 
     def tick(self, now: datetime) -> list[Change]:
@@ -159,6 +178,7 @@ class Projector:
             held = self._held.get(customer_id)
             if held is not None and held.deadline == deadline:
                 due[customer_id] = held
+        self._forget_projected_elsewhere(due)
         changes: list[Change] = []
         try:
             for held in due.values():
@@ -175,25 +195,33 @@ class Projector:
         customer already held at that version or later is left alone. Returns how many
         were loaded. Nothing is published or written: their state has not changed."""
         loaded = 0
-        for customer_id, version, position in customers:
-            held = self._held.get(customer_id)
-            if held is not None and held.version >= version:
-                continue
-            if self._groups is not None:
-                group = self._groups.load_group(customer_id, as_of=None, through_version=version)
-                if group.members:
-                    self._unlink(customer_id)
-                    self._install(group, {}, {}, [], None, customer_id)
-                    self._schedule(group.survivor, self._held[group.survivor])
-                    loaded += 1
-                    continue
-                held = _Held(group.state, version, position)
-            else:
-                held = _Held(self._load(customer_id, version), version, position)
-            self._held[customer_id] = held
-            self._schedule(customer_id, held)
-            loaded += 1
+        customers = [
+            (customer_id, version, position)
+            for customer_id, version, position in customers
+            if (held := self._held.get(customer_id)) is None or held.version < version
+        ]
+        try:
+            self._look_up(customer_id for customer_id, _, _ in customers)
+            for customer_id, version, position in customers:
+                self._resume_one(customer_id, version, position)
+                loaded += 1
+        finally:
+            self._projected = {}
         return loaded
+
+    def _resume_one(self, customer_id: str, version: int, position: int) -> None:
+        if self._groups is not None:
+            group = self._groups.load_group(customer_id, as_of=None, through_version=version)
+            if group.members:
+                self._unlink(customer_id)
+                self._install(group, {}, {}, [], None, customer_id)
+                self._schedule(group.survivor, self._held[group.survivor])
+                return
+            held = self._resumed(customer_id, version + 1, position, group.state)
+        else:
+            held = self._resumed(customer_id, version + 1, position)
+        self._held[customer_id] = held
+        self._schedule(customer_id, held)
 
     def retain(self, owned: Callable[[str], bool]) -> int:
         """Drop every held customer for which ``owned`` is false; returns how many."""
@@ -222,8 +250,12 @@ class Projector:
             held = self._held.get(customer_id)
             applied = 0 if held is None else held.version
         if held is None or version > applied + 1:
-            held = _Held(self._load(customer_id, version - 1), version - 1, position)
+            held = self._resumed(customer_id, version, position)
             self._held[customer_id] = held
+            applied = held.version
+        if version <= applied:  # the stored read model includes it: published already
+            self._schedule(customer_id, held)
+            return
         touched[customer_id] = held
         if event is not None:
             if customer_id in self._survivor_of:
@@ -267,7 +299,7 @@ class Projector:
         )
         if not whole and not first.members:
             self._unlink(customer_id)
-            self._held[customer_id] = _Held(first.state, version - 1, position)
+            self._held[customer_id] = self._resumed(customer_id, version, position, first.state)
             return False
         groups = {first.survivor: first}
         for customer in [*affected]:
@@ -333,6 +365,56 @@ class Projector:
     def _member_view(self, customer_id: str, group: Group) -> Snapshot:
         role: Role | None = "merged" if customer_id in group.members else None
         return as_member(customer_id, Configuration(role, group.survivor), snapshot(group.state))
+
+    def _forget_projected_elsewhere(self, due: dict[str, _Held]) -> None:
+        """Drop the due customers whose stored read model includes events this worker
+        has not applied: another worker projects them now (this one lost their
+        partition and has not heard yet, or was frozen past its session). Advancing
+        the stale state would publish changes the history does not have, after that
+        worker's; if the customer is still ours, its next message or `resume`
+        reloads it."""
+        alone = [c for c in due if c not in self._members]
+        if not alone:
+            return
+        for customer_id, seen in self._loader.projected(alone).items():
+            if seen.version > due[customer_id].version:
+                del due[customer_id]
+                del self._held[customer_id]
+
+    def _look_up(self, customer_ids: Iterable[str]) -> None:
+        wanted = sorted(set(customer_ids))
+        self._projected = self._loader.projected(wanted) if wanted else {}
+
+    def _resumed(
+        self, customer_id: str, version: int, position: int, state: CustomerState | None = None
+    ) -> _Held:
+        """The customer reloaded for its message ``version``: from the store through
+        ``version - 1`` (``state``, if already loaded so), or through the stored read
+        model's version if that is later; advanced to the read model's clock."""
+        seen = self._projected.get(customer_id)
+        if seen is None or seen.version < version - 1:
+            if state is None:
+                state = self._load(customer_id, version - 1)
+            return _Held(state, version - 1, position)
+        if seen.version > version - 1:
+            if self._groups is not None:
+                group = self._groups.load_group(
+                    customer_id, as_of=None, through_version=seen.version
+                )
+                if group.members:  # linked since: the group path refolds it
+                    if state is None:
+                        state = self._load(customer_id, version - 1)
+                    return _Held(state, version - 1, position)
+                state = group.state
+            else:
+                state = self._load(customer_id, seen.version)
+            version, position = seen.version + 1, seen.position
+        elif state is None:
+            state = self._load(customer_id, version - 1)
+        at = seen.evaluated_at
+        if at is not None and state.clock is not None and to_micros(at) > state.clock:
+            advance(state, at)  # what that worker published up to its clock
+        return _Held(state, version - 1, position)
 
     def _load(self, customer_id: str, through_version: int) -> CustomerState:
         if through_version <= 1:

@@ -489,11 +489,6 @@ def cut_listen_connection(url: str) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open finding (docs/faults.md): the churn-alerts stream can miss the current "
-    "transition of an open alert for one customer in a few hundred; issue 11 stays open",
-)
 def test_a_paused_projector_zombie_cannot_regress_the_read_models(
     broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
 ) -> None:

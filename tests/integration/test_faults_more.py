@@ -60,6 +60,13 @@ def watched(roles: Roles, progress: Callable[[], int]) -> Callable[[], int]:
     return measure
 
 
+def assert_rode_it_out(project_log: str) -> None:
+    """The projector met the outage (a batch or a tick failed) and retried it: its faust
+    app never crashed, so its role never had to start it again."""
+    assert "projector: a batch or tick failed" in project_log, "the projector met the outage"
+    assert "role project failed" not in project_log, project_log[-3000:]
+
+
 def finish(roles: Roles) -> None:
     """Stop every role: none crashed, each exits 0 on SIGTERM."""
     results = roles.stop()
@@ -68,11 +75,6 @@ def finish(roles: Roles) -> None:
         assert code == 0, (role, log)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open finding (docs/faults.md): after a PostgreSQL restart the projector "
-    "sometimes does not resume (stalls with most events unapplied); issue 11 stays open",
-)
 def test_a_postgresql_restart_mid_stream_loses_nothing(
     broker: EmbeddedBroker, owned: OwnedPostgres, make_store: StoreFactory
 ) -> None:
@@ -115,10 +117,12 @@ def test_a_postgresql_restart_mid_stream_loses_nothing(
                 bad_count=len(bad),
             )
             wait_for_progress(progress, lambda p: p == DONE, stall=90, what="the pipeline settled")
+            project_log = roles.log("project")
         finally:
             finish(roles)
         faults.assert_landed("postgres restart")
         assert at_stop[0] < len(unique), "the restart landed mid-stream"
+        assert_rode_it_out(project_log)
         store = make_store(url)
         verdict = judge(
             url=url,
@@ -134,12 +138,6 @@ def test_a_postgresql_restart_mid_stream_loses_nothing(
         assert verdict.alerts_seen > 0, "the stream raised alerts"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open findings (docs/faults.md): the projector exits during an outage longer "
-    "than its pool wait, and the churn-alerts stream can miss an open alert's current "
-    "transition; issue 11 stays open",
-)
 def test_an_outage_longer_than_the_pool_rides_out_rewinds_and_pauses_the_ingest(
     broker: EmbeddedBroker, fresh_database_url: str, make_store: StoreFactory
 ) -> None:
@@ -221,12 +219,14 @@ def test_an_outage_longer_than_the_pool_rides_out_rewinds_and_pauses_the_ingest(
             watched(roles, progress), lambda p: p == DONE, stall=90, what="the pipeline settled"
         )
         ingest_log = roles.log("ingest")
+        project_log = roles.log("project")
     finally:
         finish(roles)
     faults.assert_landed("long outage")
     assert during[0] < len(unique), "the outage landed mid-stream"
     assert during[0] == during[1], "nothing was stored during the outage"
     assert "ingest: a batch failed" in ingest_log, "the rewind-and-pause branch ran"
+    assert_rode_it_out(project_log)
     verdict = judge(
         url=url,
         store=make_store(url),

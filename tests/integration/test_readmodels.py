@@ -334,6 +334,18 @@ def test_the_projector_on_the_real_adapters_equals_a_replay(
     again = readmodels.get(customer)
     assert again == stored
 
+    # A restarted worker: the loader says how far the read model is projected, and a
+    # redelivery of what it includes publishes nothing again.
+    assert loader.projected([customer, f"nobody-{unique}"]) == {
+        customer: (stored.applied_version, stored.applied_position, now)
+    }
+    published = _Published()
+    restarted = Projector(policy=POLICY, loader=loader, sink=sink, publisher=published)
+    restarted.handle(messages)
+    assert published.changes == []
+    assert restarted.applied_version(customer) == stored.applied_version
+    assert readmodels.get(customer) == stored
+
 
 def _json(value: Snapshot) -> Any:
     return orjson.loads(orjson.dumps(value.to_dict()))

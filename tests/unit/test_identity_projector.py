@@ -103,6 +103,7 @@ AFTER_MERGE = [
 def run(order: Sequence[int]) -> tuple[dict[str, bytes], Published]:
     store = GroupStore()
     sink, published = Sink(), Published()
+    store.rows = sink.rows
     projector = Projector(policy=POLICY, loader=store, sink=sink, publisher=published, groups=store)
     messages = []
     for n, day in enumerate([10.0, 40, 70]):
