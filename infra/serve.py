@@ -5,12 +5,12 @@ Roles: ``ingest`` (Kafka `interactions` → the store), ``relay`` (the store's o
 run in-process with asyncio in its thread, as docs/streams-notes.md measured),
 ``webhooks`` (`churn-alerts` → the webhook outbox → signed POSTs; ADR 0023).
 
-Each role has its own clients (store pool, Kafka consumer or producer) built by the
-composition root (`infra.bootstrap.Root`, which also gives it the process's one
-clock) when it starts, and closes them when it ends, so the supervisor restarts a crashed role with
-fresh ones: a permanently failed idempotent producer is replaced, never reused
-(RELIABILITY G5, G12). Topics are provisioned before any client touches them, since
-the embedded broker would otherwise auto-create them with 4 partitions.
+Each life of a role gets its own clients (store pool, Kafka consumer or producer) from
+the composition root (`infra.bootstrap.Root`, on the process's one clock) and closes
+them when it ends, so the supervisor restarts a crashed role with fresh ones: a
+permanently failed idempotent producer is replaced, never reused (RELIABILITY G5,
+G12). Topics are provisioned before any client touches them, since the embedded broker
+would otherwise auto-create them with 4 partitions.
 
 Kafka is disposable. A watcher polls the topics' ids (`adapters.topics.TopicWatch`);
 when the broker lost its data it re-provisions the topics (replacing any rebuilt topic
