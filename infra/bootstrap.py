@@ -323,8 +323,8 @@ def services(
     clock: Clock = system_clock,
 ) -> Iterator[Services]:
     """Wire everything for one CLI process (see `configured_root`)."""
-    with configured_root(settings, say=say, clock=clock) as root, root.services() as wired:
-        yield wired
+    with configured_root(settings, say=say, clock=clock) as root, root.services() as built:
+        yield built
 
 
 def wired(
