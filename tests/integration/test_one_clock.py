@@ -116,12 +116,6 @@ def test_a_fixed_clock_given_to_eventcrm_is_the_time_of_its_commands_and_its_htt
     assert datetime.fromisoformat(orjson.loads(out)["evaluated_at"]) == FIXED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (ADR 0028): eventsourcing stamps live-path events (record, alert actions, "
-    "erasure, identity links) with its own datetime.now; only the bulk import uses the root's "
-    "clock for the recorded timestamp",
-)
 def test_events_recorded_through_the_store_carry_the_clock_of_the_root(
     fresh_database_url: str,
 ) -> None:
@@ -137,7 +131,15 @@ def test_events_recorded_through_the_store_carry_the_clock_of_the_root(
     with root.services() as services:
         (outcome,) = services.store.record([purchase(customer, YESTERDAY)])
         assert outcome.status == "recorded"
+        services.store.record_alert_action(
+            customer, action="acknowledged", alert_id="alert-1", by="kim", reason="seen"
+        )
         history = services.store.history(customer)
+    assert [entry.topic.rsplit(".", 1)[-1] for entry in history] == [
+        "Created",
+        "InteractionRecorded",
+        "AlertActionRecorded",
+    ]
     assert {datetime.fromisoformat(str(e.state["timestamp"])) for e in history} == {FIXED}
 
 
