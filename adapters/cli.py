@@ -33,7 +33,7 @@ from adapters.outbound import load_schema, topic_of
 from adapters.populations import simulate_population
 from adapters.readmodels import ReadModelStore, rebuild
 from adapters.readside import Arrival, ProjectionReader
-from adapters.simulate import simulate
+from adapters.simulate import simulate, start_of_day
 from adapters.store import CustomerNotFoundError, CustomerStore, HistoryEntry
 from adapters.tokencli import add_token_commands
 from adapters.tokens import TokenStore
@@ -219,13 +219,15 @@ def build_cli(
     serve: Callable[[set[str], str], None],
     demo: RunDemo,
     sample: Path,
+    clock: Callable[[], datetime],
     on_debug: Callable[[bool], None] = lambda requested: None,
     broker: Callable[[], Broker | None] = lambda: None,
 ) -> typer.Typer:
-    """The command tree, bound to a way of opening the wired services. ``on_debug`` hears
-    the global `--debug` flag (infra reports errors, with or without a traceback);
-    ``broker`` says where the topics are, if a broker is configured (`verify` then counts
-    them)."""
+    """The command tree, bound to a way of opening the wired services. ``clock`` is the
+    process's one clock, for the commands that open no services (`simulate`); the others
+    read it from their runtime. ``on_debug`` hears the global `--debug` flag (infra
+    reports errors, with or without a traceback); ``broker`` says where the topics are,
+    if a broker is configured (`verify` then counts them)."""
     app = typer.Typer(
         name="eventcrm",
         help="Event-sourced customer-relationship engine.",
@@ -297,7 +299,7 @@ def build_cli(
     add_webhook_commands(app, open_runtime, print_json=print_json, err=err)
     alerts = _add_alert_commands(app, open_runtime, err)
     _add_kafka_tools(app, alerts, open_kafka, err)
-    _add_tools(app, open_runtime, err, sample, demo)
+    _add_tools(app, open_runtime, err, sample, demo, clock)
     _add_serve(app, err, serve)
     add_token_commands(app, open_runtime, print_json=print_json, err=err)
 
@@ -677,7 +679,12 @@ def _print_alert_change(value: bytes, *, as_json: bool) -> None:
 
 
 def _add_tools(
-    app: typer.Typer, open_runtime: OpenRuntime, err: Console, sample: Path, demo: RunDemo
+    app: typer.Typer,
+    open_runtime: OpenRuntime,
+    err: Console,
+    sample: Path,
+    demo: RunDemo,
+    clock: Callable[[], datetime],
 ) -> None:
     """Upstream-side tools and the demo."""
 
@@ -704,7 +711,7 @@ def _add_tools(
         ] = "personas",
     ) -> None:
         """Write deterministic synthetic interactions, as upstream systems would send them."""
-        until = _parse_instant(end) if end else today_utc()
+        until = _parse_instant(end) if end else start_of_day(clock())
         if population == "personas":
             result = simulate(customers=customers, seed=seed, end=until, days=days)
         else:
@@ -844,10 +851,6 @@ def _print_distribution(views: list[dict[str, Any]], as_of: datetime) -> None:
         stage = stage_rows[n] if n < len(stage_rows) else ("", "")
         table.add_row(tier[0], str(tier[1]), stage[0], str(stage[1]))
     Console().print(table)
-
-
-def today_utc() -> datetime:
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _parse_instant(text: str) -> datetime:

@@ -25,6 +25,12 @@ FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"]
 
 
+def start_of_day(instant: datetime) -> datetime:
+    """00:00 UTC of ``instant``'s day: where a simulation ends by default (`eventcrm
+    simulate`, the demo), so a run's history lines up on whole days."""
+    return instant.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _stamp(moment: datetime, offset_hours: int) -> str:
     return moment.astimezone(timezone(timedelta(hours=offset_hours))).isoformat()
 

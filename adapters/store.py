@@ -329,6 +329,7 @@ class CustomerStore(Application[UUID]):
             k: (v[0], v[1], v[2]) for k, v in existing.items()
         }
         aggregates = self._load_customers(plan.prepared)
+        now = self.clock()  # the batch's recorded timestamp (ADR 26: one instant per write)
         keys: list[KeyRow] = []
         for p in plan.prepared:
             i = p.interaction
@@ -350,8 +351,8 @@ class CustomerStore(Application[UUID]):
                 continue
             customer = aggregates.get(p.customer)
             if customer is None:
-                customer = aggregates[p.customer] = Customer(i.customer_id)
-            customer.record(i, digest=p.digest)
+                customer = aggregates[p.customer] = Customer(i.customer_id, timestamp=now)
+            customer.record(i, digest=p.digest, at=now)
             seen[key] = (p.customer, p.digest, customer.version)
             keys.append(KeyRow(i.source, i.event_id, p.customer, customer.version, p.digest))
             outcomes[p.index] = Outcome("recorded", i.customer_id, customer.version)

@@ -482,7 +482,7 @@ class Deliverer:
         *,
         policy: RetryPolicy = WEBHOOK_DELIVERY,
         dead_after: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], datetime],
     ) -> None:
         self._datastore = datastore
         self._master_key = master_key
@@ -508,7 +508,7 @@ class Deliverer:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "eventcrm-webhooks/1",
-            SIGNATURE_HEADER: sign(secret, int(self._clock()), body),
+            SIGNATURE_HEADER: sign(secret, int(self._clock().timestamp()), body),
             IDEMPOTENCY_HEADER: row["idempotency_key"],
             DELIVERY_HEADER: str(row["id"]),
             ATTEMPT_HEADER: str(int(row["attempts"]) + 1),

@@ -57,7 +57,7 @@ from bench.common import MASTER_KEY, app_url, console_script, cpu_seconds, line,
 from bench.common import settings as settings_for
 from bench.store import copy_ceiling, typical_state_size
 from infra import kafka
-from infra.bootstrap import build_store
+from infra.bootstrap import Root, build_store
 from infra.broker import embedded_broker
 from infra.serve import Tuning, run_roles
 from streams.app import FETCH_MAX_WAIT_MS
@@ -248,13 +248,10 @@ def _threads(
     def serve() -> None:
         try:
             run_roles(
-                settings,
+                Root(settings, url, MasterKey.from_text(MASTER_KEY), as_role="eventcrm_app"),
                 set(ROLES),
                 stop,
                 bootstrap=bootstrap,
-                app_url=url,
-                master_key=MasterKey.from_text(MASTER_KEY),
-                as_role="eventcrm_app",
                 tuning=Tuning.fast(),
             )
         except BaseException as exc:

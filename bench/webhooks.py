@@ -107,7 +107,7 @@ def main() -> None:
                     enqueue(curs, notification)
             before = received[0]
             with httpx.Client() as client:
-                deliverer = Deliverer(store.datastore, store.master_key, client)
+                deliverer = Deliverer(store.datastore, store.master_key, client, clock=store.clock)
                 started = time.perf_counter()
                 sent = 0
                 while sent < deliveries:

@@ -84,7 +84,9 @@ class Customer(Aggregate):
         return customer_uuid(customer_id)
 
     @event(Created)
-    def __init__(self, customer_id: str) -> None:
+    def __init__(self, customer_id: str, *, timestamp: datetime) -> None:
+        """``timestamp``: when the history is recorded (eventsourcing's own field, given
+        by the writer's clock, never read here: time is an argument)."""
         self.customer_id = customer_id
         self.interaction_count = 0
         self.last_occurred_at: datetime | None = None
@@ -93,11 +95,12 @@ class Customer(Aggregate):
         self.absorbed: frozenset[str] = frozenset()
         """The customers merged into this one now."""
 
-    def record(self, interaction: Interaction, *, digest: str) -> None:
-        """Append one validated interaction; `digest` identifies its payload for dedupe."""
+    def record(self, interaction: Interaction, *, digest: str, at: datetime) -> None:
+        """Append one validated interaction, recorded at ``at``; `digest` identifies its
+        payload for dedupe."""
         if interaction.customer_id != self.customer_id:
             raise WrongCustomerError(interaction.customer_id, self.customer_id)
-        self._interaction_recorded(**interaction_fields(interaction, digest))
+        self._interaction_recorded(**interaction_fields(interaction, digest), timestamp=at)
 
     def act_on_alert(
         self,
@@ -114,16 +117,24 @@ class Customer(Aggregate):
             action=action, alert_id=alert_id, by=by, reason=reason, until=until, at=at
         )
         self._alert_action_recorded(
-            action=action, alert_id=alert_id, by=by, reason=reason, until=until, occurred_at=at
+            action=action,
+            alert_id=alert_id,
+            by=by,
+            reason=reason,
+            until=until,
+            occurred_at=at,
+            timestamp=at,
         )
 
     def forget(self, *, by: str, reason: str, at: datetime) -> None:
         """Record the erasure of the customer's personal data (the key is shredded apart)."""
         check_erasure(by=by, reason=reason, at=at)
-        self._forgotten(by=by, reason=reason, occurred_at=at)
+        self._forgotten(by=by, reason=reason, occurred_at=at, timestamp=at)
 
     @event(Forgotten)
-    def _forgotten(self, *, by: str, reason: str, occurred_at: datetime) -> None:
+    def _forgotten(
+        self, *, by: str, reason: str, occurred_at: datetime, timestamp: datetime
+    ) -> None:
         pass
 
     def link_identity(
@@ -141,7 +152,13 @@ class Customer(Aggregate):
         if self.customer_id not in (survivor, merged):
             raise WrongCustomerError(survivor, self.customer_id)
         self._identity_link_recorded(
-            action=action, survivor=survivor, merged=merged, by=by, reason=reason, occurred_at=at
+            action=action,
+            survivor=survivor,
+            merged=merged,
+            by=by,
+            reason=reason,
+            occurred_at=at,
+            timestamp=at,
         )
 
     @event(IdentityLinkRecorded)
@@ -154,6 +171,7 @@ class Customer(Aggregate):
         by: str,
         reason: str,
         occurred_at: datetime,
+        timestamp: datetime,
     ) -> None:
         if self.customer_id == merged:
             self.merged_into = survivor if action == "merged" else None
@@ -172,6 +190,7 @@ class Customer(Aggregate):
         reason: str,
         until: datetime | None,
         occurred_at: datetime,
+        timestamp: datetime,
     ) -> None:
         pass
 
@@ -188,6 +207,7 @@ class Customer(Aggregate):
         facts: dict[str, Any],
         personal: dict[str, Any] | None,
         digest: str,
+        timestamp: datetime,
     ) -> None:
         self.interaction_count += 1
         if self.last_occurred_at is None or occurred_at > self.last_occurred_at:

@@ -7,15 +7,13 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from adapters.crypto import MasterKey
 from adapters.http import ApiContext, Limits, build_app
-from infra.bootstrap import Services, utc_now, wired
-from infra.settings import Settings
+from infra.bootstrap import Root, Services
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +70,13 @@ def admin_routers() -> Sequence[APIRouter]:
 
 
 @contextlib.contextmanager
-def http_app(
-    settings: Settings,
-    app_url: str,
-    master_key: MasterKey,
-    *,
-    as_role: str | None,
-    broker: str | None,
-    clock: Callable[[], datetime] = utc_now,
-) -> Iterator[FastAPI]:
-    """The app of one API process, with its services; closed on exit."""
-    with wired(
-        settings,
-        app_url,
-        master_key,
-        as_role=as_role,
-        clock=clock,
-        pool_size=settings.http_pool_size,
-    ) as services:
+def http_app(root: Root, *, broker: str | None) -> Iterator[FastAPI]:
+    """The app of one API process, with its services (on the root's clock); closed on
+    exit."""
+    with root.services(pool_size=root.settings.http_pool_size) as services:
         yield build_app(
-            api_context(services, broker=broker, master_key=master_key), routers=admin_routers()
+            api_context(services, broker=broker, master_key=root.master_key),
+            routers=admin_routers(),
         )
 
 
@@ -118,18 +103,15 @@ def uvicorn_server(app: FastAPI, address: str) -> uvicorn.Server:
 
 
 def serve_api(
-    settings: Settings,
+    root: Root,
     stop: threading.Event,
     *,
     address: str,
-    app_url: str,
-    master_key: MasterKey,
-    as_role: str | None,
     broker: str | None,
     on_listening: Callable[[str], None] = lambda where: None,
 ) -> None:
     """Serve the API at ``address`` until ``stop`` is set."""
-    with http_app(settings, app_url, master_key, as_role=as_role, broker=broker) as app:
+    with http_app(root, broker=broker) as app:
         server = uvicorn_server(app, address)
         thread = threading.Thread(target=server.run, name="eventcrm-api", daemon=True)
         thread.start()

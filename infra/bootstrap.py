@@ -1,39 +1,57 @@
-"""The composition root: settings in, wired objects out. Tests build through it too."""
+"""The composition root: settings in, wired objects out. Tests build through it too.
+
+`Root` builds every service of a process — the CLI's commands, the HTTP API, each
+`serve` role — on the one clock it is given (ADR 0028); `configured_root` makes the
+root of the configured (or embedded) database.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from adapters import checkpoint
 from adapters.checker import Broker
 from adapters.crypto import MasterKey, encode_key, generate_key
 from adapters.importer import BulkImporter, PreparerConfig
-from adapters.readmodels import ReadModelStore
+from adapters.ingest import Ingest
+from adapters.readmodels import ReadModelStore, StoreStateLoader
 from adapters.readside import ProjectionReader
+from adapters.reannounce import Reannouncer
+from adapters.relay import Relay
+from adapters.retry import RetryPolicy
 from adapters.stats import PipelineStats
 from adapters.store import CustomerStore
 from adapters.tokens import TokenStore
 from adapters.topics import TopicNames
+from adapters.webhooks import AlertFeed, Deliverer, WebhookRole
 from domain.errors import ConfigurationError, UnavailableError
 from infra import kafka
+from infra.clock import Clock, system_clock
 from infra.embedded import data_directory, embedded_postgres
+from infra.kafka import KafkaRecordPublisher
 from infra.schema import check_schema, migrate
 from infra.settings import Settings
 from projections import DEFAULT_POLICY_RESOURCE, Policy, PolicyError, load_policy
+from projections.ports import ChangePublisher
+from streams.projector import Projector
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +63,6 @@ own): with the interpreter's start, a database that does not answer is reported 
 POOL_WAIT_SECONDS: Final = 5
 """How long a command waits for a connection from its pool (eventsourcing's
 `POSTGRES_CONNECT_TIMEOUT`): a database lost mid-command is reported within this."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def store_env(
@@ -184,7 +198,7 @@ class Services:
     importer: BulkImporter
     reader: ProjectionReader
     read_models: ReadModelStore
-    clock: Callable[[], datetime]
+    clock: Clock
     embedded: bool
     policy_text: str
     """The configured policy's text (what `calibrate` edits into a new policy)."""
@@ -252,7 +266,7 @@ def build_store(
     app_url: str,
     master_key: MasterKey,
     *,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Clock = system_clock,
     as_role: str | None = None,
     pool_wait: int = POOL_WAIT_SECONDS,
     pool_size: int = 2,
@@ -277,74 +291,277 @@ def build_store(
 
 
 @contextlib.contextmanager
-def services(
+def configured_root(
     settings: Settings,
     *,
     say: Callable[[str], None] = log.info,
-    clock: Callable[[], datetime] = utc_now,
-) -> Iterator[Services]:
-    """Wire everything for one CLI process; the embedded default migrates itself."""
+    clock: Clock = system_clock,
+) -> Iterator[Root]:
+    """The root of one process on the configured database; the embedded default is
+    started, and migrates itself."""
     with database(settings, say=say) as (admin_url, app_url, embedded):
         master_key = load_master_key(settings, embedded=embedded, say=say)
         if embedded:
             run_migrations(settings, admin_url)
         # On the embedded default the owner connects, then acts as the application role,
         # so even local runs cannot UPDATE or DELETE events.
-        role = settings.app_role if embedded else None
-        with wired(
-            settings, app_url, master_key, as_role=role, clock=clock, embedded=embedded
-        ) as wired_services:
-            yield wired_services
+        yield Root(
+            settings,
+            app_url,
+            master_key,
+            as_role=settings.app_role if embedded else None,
+            clock=clock,
+            embedded=embedded,
+        )
 
 
 @contextlib.contextmanager
+def services(
+    settings: Settings,
+    *,
+    say: Callable[[str], None] = log.info,
+    clock: Clock = system_clock,
+) -> Iterator[Services]:
+    """Wire everything for one CLI process (see `configured_root`)."""
+    with configured_root(settings, say=say, clock=clock) as root, root.services() as built:
+        yield built
+
+
 def wired(
     settings: Settings,
     app_url: str,
     master_key: MasterKey,
     *,
     as_role: str | None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Clock = system_clock,
     embedded: bool = False,
     pool_size: int = 2,
-) -> Iterator[Services]:
-    """The services of one process (a CLI command, the HTTP API) on a running database,
-    all on one clock: the one place they are built."""
-    store = build_store(
-        settings, app_url, master_key, clock=clock, as_role=as_role, pool_size=pool_size
-    )
-    try:
-        importer = BulkImporter(
-            store,
-            batch_size=settings.import_batch_size,
-            clock=clock,
-            workers=settings.import_workers,
-            worker_config=PreparerConfig(
-                datastore=datastore_kwargs(app_url, settings, role=as_role),
-                master_key=encode_key(master_key.raw),
-                max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
-                cache_size=settings.aggregate_cache_size,
-            ),
+) -> contextlib.AbstractContextManager[Services]:
+    """`Root.services` on a running database (tests and benchmarks build through it)."""
+    root = Root(settings, app_url, master_key, as_role=as_role, clock=clock, embedded=embedded)
+    return root.services(pool_size=pool_size)
+
+
+@dataclass(frozen=True)
+class RelayRole:
+    """What one life of the `relay` role runs (infra/serve.py)."""
+
+    relay: Relay
+    checkpoints: Callable[[threading.Event], None] | None
+    """The periodic checkpoint step beside the relay (docs/verify.md), if configured."""
+
+
+@dataclass(frozen=True)
+class ProjectorParts:
+    """What the `project` role's faust app is built around (`streams.app.build_app`)."""
+
+    projector: Callable[[ChangePublisher], Projector]
+    publish_changes: KafkaRecordPublisher
+    due: Callable[[datetime], list[tuple[str, int, int]]]
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class Root:
+    """The composition root of one process: which database it uses, as which role, and
+    the one clock it runs on. Every service of a CLI command, of the HTTP API and of each
+    `serve` role is built by these methods, so all of them share that clock (ADR 0028).
+    Picklable with the system clock: a spawned role process is handed its root."""
+
+    settings: Settings
+    app_url: str
+    master_key: MasterKey
+    as_role: str | None = None
+    clock: Clock = system_clock
+    embedded: bool = False
+
+    def store(self, *, pool_size: int = 2, pool_wait: int = POOL_WAIT_SECONDS) -> CustomerStore:
+        return build_store(
+            self.settings,
+            self.app_url,
+            self.master_key,
+            clock=self.clock,
+            as_role=self.as_role,
+            pool_wait=pool_wait,
+            pool_size=pool_size,
         )
-        policy_text = configured_policy_text(settings)
-        reader = ProjectionReader(store, load_policy(policy_text))
-        # A wrong EVENTCRM_MASTER_KEY is refused before any command reads or writes
-        # anything (docs/privacy.md), not when the first key is unwrapped.
-        store.keyring.check_master()
-        yield Services(
-            settings=settings,
-            store=store,
-            importer=importer,
-            reader=reader,
-            read_models=ReadModelStore(store),
-            clock=clock,
-            embedded=embedded,
-            policy_text=policy_text,
-            tokens=TokenStore(store.datastore, clock=clock),
-            stats=PipelineStats(store),
-        )
-    finally:
-        store.close()
+
+    def policy(self) -> Policy:
+        return load_configured_policy(self.settings)
+
+    def topics(self) -> TopicNames:
+        return TopicNames(prefix=self.settings.topic_prefix)
+
+    def check(self) -> None:
+        """Open and close a store, load the policy: what every role would find wrong at
+        its start (the database, its schema, the policy) is reported once, here."""
+        self.store().close()
+        self.policy()
+
+    @contextlib.contextmanager
+    def services(self, *, pool_size: int = 2) -> Iterator[Services]:
+        """The services of a CLI command or of the HTTP API, closed on exit."""
+        settings = self.settings
+        store = self.store(pool_size=pool_size)
+        try:
+            importer = BulkImporter(
+                store,
+                batch_size=settings.import_batch_size,
+                clock=self.clock,
+                workers=settings.import_workers,
+                worker_config=PreparerConfig(
+                    datastore=datastore_kwargs(self.app_url, settings, role=self.as_role),
+                    master_key=encode_key(self.master_key.raw),
+                    max_future_skew=timedelta(seconds=settings.max_future_skew_seconds),
+                    cache_size=settings.aggregate_cache_size,
+                ),
+            )
+            policy_text = configured_policy_text(settings)
+            reader = ProjectionReader(store, load_policy(policy_text))
+            # A wrong EVENTCRM_MASTER_KEY is refused before any command reads or writes
+            # anything (docs/privacy.md), not when the first key is unwrapped.
+            store.keyring.check_master()
+            yield Services(
+                settings=settings,
+                store=store,
+                importer=importer,
+                reader=reader,
+                read_models=ReadModelStore(store),
+                clock=self.clock,
+                embedded=self.embedded,
+                policy_text=policy_text,
+                tokens=TokenStore(store.datastore, clock=self.clock),
+                stats=PipelineStats(store),
+            )
+        finally:
+            store.close()
+
+    # --- the `serve` roles: each life of a role builds its clients here and closes them
+    # when it ends, so a restarted role never reuses a failed one (infra/serve.py).
+
+    def role_store(self) -> CustomerStore:
+        return self.store(pool_wait=self.settings.role_pool_wait_seconds)
+
+    @contextlib.contextmanager
+    def ingest(
+        self,
+        bootstrap: str,
+        *,
+        group: str,
+        incarnation: str,
+        session_timeout: float,
+        retry: RetryPolicy,
+    ) -> Iterator[Ingest]:
+        """Kafka `interactions` → the store."""
+        with (
+            contextlib.closing(self.role_store()) as store,
+            contextlib.closing(
+                kafka.consumer(
+                    bootstrap, group_id=group, session_timeout_ms=int(session_timeout * 1000)
+                )
+            ) as client,
+        ):
+            yield Ingest(
+                store,
+                client,
+                topic=self.topics().interactions,
+                batch_size=self.settings.record_batch_size,
+                retry=retry,
+                incarnation=incarnation,
+            )
+
+    @contextlib.contextmanager
+    def relay(self, bootstrap: str, *, incarnation: Callable[[str], str]) -> Iterator[RelayRole]:
+        """The store's outbox → `customer-events` and the DLQ topic, re-announcing after
+        a broker wipe; ``incarnation`` names a topic's current incarnation."""
+        topics = self.topics()
+        with contextlib.closing(self.role_store()) as store, contextlib.ExitStack() as stack:
+            client = kafka.producer(bootstrap)
+            # Bounded: after a broker wipe a plain close() waited forever on sends that
+            # could never complete, and the relay never restarted (docs/faults.md).
+            stack.callback(kafka.close_producer, client)
+            relay = Relay(
+                store,
+                client,
+                events_topic=topics.customer_events,
+                dlq_topic=topics.interactions_dlq,
+                conninfo=self.app_url,
+                events_incarnation=incarnation(topics.customer_events),
+                dlq_incarnation=incarnation(topics.interactions_dlq),
+                needed_from=ReadModelStore(store).first_unapplied,
+                reannounce=Reannouncer(
+                    store,
+                    self.policy(),
+                    topics=topics,
+                    incarnations={t: incarnation(t) for t in topics.changes()},
+                ).run,
+            )
+            interval = self.settings.checkpoint_interval_seconds
+            checkpoints = (
+                functools.partial(
+                    checkpoint.run_periodically,
+                    store,
+                    client,
+                    topics.checkpoints,
+                    interval=interval,
+                    clock=self.clock,
+                    directory=self.settings.checkpoint_dir,
+                )
+                if interval > 0
+                else None
+            )
+            yield RelayRole(relay, checkpoints)
+
+    @contextlib.contextmanager
+    def webhooks(
+        self, bootstrap: str, *, incarnation: str, retry: RetryPolicy, timeout: float
+    ) -> Iterator[WebhookRole]:
+        """`churn-alerts` → the webhook outbox → signed POSTs (ADR 0023)."""
+        with (
+            contextlib.closing(self.role_store()) as store,
+            contextlib.closing(
+                KafkaConsumer(
+                    bootstrap_servers=bootstrap,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    fetch_max_wait_ms=100,
+                )
+            ) as client,
+            httpx.Client(timeout=timeout, follow_redirects=False) as http,
+        ):
+            feed = AlertFeed(
+                store.datastore,
+                client,
+                topic=self.topics().churn_alerts,
+                incarnation=incarnation,
+            )
+            deliverer = Deliverer(
+                store.datastore, self.master_key, http, policy=retry, clock=self.clock
+            )
+            yield WebhookRole(store.datastore, self.app_url, feed, deliverer)
+
+    @contextlib.contextmanager
+    def projector(self, bootstrap: str) -> Iterator[ProjectorParts]:
+        """The projector's loader, sink and publisher, on one store."""
+        with (
+            contextlib.closing(self.role_store()) as store,
+            contextlib.closing(KafkaRecordPublisher(bootstrap)) as publisher,
+        ):
+            policy = self.policy()
+            read_models = ReadModelStore(store)
+            loader = StoreStateLoader(store, policy)
+
+            def projector(changes: ChangePublisher) -> Projector:
+                return Projector(
+                    policy=policy,
+                    loader=loader,
+                    sink=read_models,
+                    publisher=changes,
+                    groups=loader,
+                )
+
+            yield ProjectorParts(projector, publisher, read_models.due, self.clock)
 
 
 def run_migrations(settings: Settings, admin_url: str) -> int:

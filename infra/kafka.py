@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
@@ -12,6 +13,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds a producer's pending sends get when it is closed; then they are abandoned."""
+
+if TYPE_CHECKING:  # faust stays unimported until a command runs the streaming stack
+    from streams.app import Record
 
 
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
@@ -76,3 +80,33 @@ def consumer(
         max_poll_interval_ms=max(10_000, session_timeout_ms * 5),
         **{"fetch_max_wait_ms": 100, **overrides},
     )
+
+
+class KafkaRecordPublisher:
+    """Sends change records with a kafka-python producer and returns only once all of
+    them are acknowledged: the `publish_changes` of `streams.app.build_app`.
+
+    A failed send replaces the producer before the error goes up (the projector then
+    retries the batch): an idempotent producer whose broker lost its producer ids is
+    failed for good (docs/streams-notes.md), and retrying with it would never succeed.
+    """
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._client = producer(bootstrap)
+
+    def __call__(self, records: Sequence[Record]) -> None:
+        client = self._client
+        try:
+            futures = [client.send(topic, key=key, value=value) for topic, key, value in records]
+            client.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=0)  # raises the send's error, if any
+        except Exception:
+            self._client = producer(self._bootstrap)
+            close_producer(client, timeout=0)
+            raise
+
+    def close(self) -> None:
+        close_producer(self._client)

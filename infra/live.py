@@ -8,27 +8,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
 
-from adapters.crypto import MasterKey
-from adapters.readmodels import ReadModelStore
-from adapters.readside import ProjectionReader
-from adapters.simulate import simulate
+from adapters.simulate import simulate, start_of_day
 from adapters.topics import TopicNames, ensure_topics
 from infra import kafka
 from infra.bootstrap import (
-    build_store,
-    database,
-    load_configured_policy,
+    Root,
+    configured_root,
     load_master_key,
     recreate_database,
     run_migrations,
 )
 from infra.broker import embedded_broker
+from infra.clock import Clock, system_clock
 from infra.embedded import embedded_postgres
 from infra.serve import ROLES, Tuning, run_role_processes, run_roles
 from infra.settings import Settings
@@ -39,37 +36,32 @@ DEMO_DATABASE = "eventcrm_demo"
 
 @dataclass(frozen=True)
 class Stack:
-    admin_url: str
-    app_url: str
-    master_key: MasterKey
+    root: Root
     bootstrap: str
-    as_role: str | None
 
 
 @contextlib.contextmanager
 def running_stack(
-    settings: Settings, *, say: Callable[[str], None], broker: bool = True
+    settings: Settings,
+    *,
+    say: Callable[[str], None],
+    broker: bool = True,
+    clock: Clock = system_clock,
 ) -> Iterator[Stack]:
     """Configured services where set, embedded ones (PostgreSQL, Tansu) where not (no
     embedded broker when ``broker`` is False: the api role alone needs none)."""
     with (
-        database(settings, say=say) as (admin_url, app_url, embedded),
+        configured_root(settings, say=say, clock=clock) as root,
         contextlib.ExitStack() as stack,
     ):
-        master_key = load_master_key(settings, embedded=embedded, say=say)
-        if embedded:
-            run_migrations(settings, admin_url)
-        as_role = settings.app_role if embedded else None
-        # What every role would find wrong at its start (the database, its schema, the
-        # policy) is reported once, here, instead of by roles restarting forever.
-        build_store(settings, app_url, master_key, as_role=as_role).close()
-        load_configured_policy(settings)
+        # Reported once, here, instead of by roles restarting forever.
+        root.check()
         if settings.kafka_bootstrap or not broker:
             bootstrap = settings.kafka_bootstrap or ""
         else:
             bootstrap = stack.enter_context(embedded_broker()).bootstrap
             say(f"embedded Kafka-compatible broker (Tansu) on {bootstrap}")
-        yield Stack(admin_url, app_url, master_key, bootstrap, as_role)
+        yield Stack(root, bootstrap)
 
 
 def serve(
@@ -78,12 +70,13 @@ def serve(
     *,
     say: Callable[[str], None],
     http: str = "127.0.0.1:8080",
+    clock: Clock = system_clock,
 ) -> None:
     """Run `roles` until SIGTERM or SIGINT, then stop them cleanly. The ``api`` role
     (the HTTP API and console at ``http``) runs in this process; the pipeline roles as
-    before."""
+    before. All of them run on ``clock``."""
     pipeline = roles - {"api"}
-    with running_stack(settings, say=say, broker=bool(pipeline)) as live:
+    with running_stack(settings, say=say, broker=bool(pipeline), clock=clock) as live:
         stop = threading.Event()
         handlers = {
             sig: signal.signal(sig, lambda *_: stop.set())
@@ -96,7 +89,7 @@ def serve(
             if "api" in roles:
                 api = threading.Thread(
                     target=_serve_api,
-                    args=(settings, stop, live, http, say, failed),
+                    args=(stop, live, http, say, failed),
                     name="eventcrm-api-role",
                     daemon=True,
                 )
@@ -108,13 +101,10 @@ def serve(
                 # run_role_processes).
                 run = run_roles if len(pipeline) == 1 else run_role_processes
                 run(
-                    settings,
+                    live.root,
                     pipeline,
                     stop,
                     bootstrap=live.bootstrap,
-                    app_url=live.app_url,
-                    master_key=live.master_key,
-                    as_role=live.as_role,
                     tuning=Tuning.from_settings(settings),
                 )
         finally:
@@ -127,8 +117,7 @@ def serve(
             raise failed[0]
 
 
-def _serve_api(  # noqa: PLR0917 - a thread target takes positional args
-    settings: Settings,
+def _serve_api(
     stop: threading.Event,
     live: Stack,
     http: str,
@@ -139,12 +128,9 @@ def _serve_api(  # noqa: PLR0917 - a thread target takes positional args
 
     try:
         serve_api(
-            settings,
+            live.root,
             stop,
             address=http,
-            app_url=live.app_url,
-            master_key=live.master_key,
-            as_role=live.as_role,
             broker=live.bootstrap or None,
             on_listening=lambda where: say(f"HTTP API and console on {where}"),
         )
@@ -171,15 +157,18 @@ def streaming_demo(
     say: Callable[[str], None],
     progress: Callable[[str, int, int], None],
     timeout: float = 80.0,
+    clock: Clock = system_clock,
 ) -> DemoReport:
     """Embedded PostgreSQL (a fresh demo database) and broker, all roles, a simulated year
-    of `customers` published through Kafka; returns once the read models caught up."""
+    of `customers` up to the start of ``clock``'s day, published through Kafka; returns
+    once the read models caught up."""
     home_settings = settings.model_copy(update={"database_url": None, "kafka_bootstrap": None})
     with embedded_postgres(settings.home) as owner_url:
         demo_url = recreate_database(owner_url, DEMO_DATABASE)
         demo_settings = home_settings.model_copy(update={"database_url": demo_url})
         run_migrations(demo_settings, demo_url)
         master_key = load_master_key(home_settings, embedded=True, say=say)
+        root = Root(demo_settings, demo_url, master_key, as_role=settings.app_role, clock=clock)
         with embedded_broker() as broker:
             # Provisioned here, before `_drive` publishes: the roles start (and provision)
             # in the background, and a first publish would make the broker auto-create
@@ -189,22 +178,14 @@ def streaming_demo(
             stop = threading.Event()
             roles = threading.Thread(
                 target=run_role_processes,
-                args=(demo_settings, set(ROLES), stop),
-                kwargs={
-                    "bootstrap": broker.bootstrap,
-                    "app_url": demo_url,
-                    "master_key": master_key,
-                    "as_role": settings.app_role,
-                    "tuning": Tuning.fast(),
-                },
+                args=(root, set(ROLES), stop),
+                kwargs={"bootstrap": broker.bootstrap, "tuning": Tuning.fast()},
                 daemon=True,
             )
             roles.start()
             try:
                 return _drive(
-                    demo_settings,
-                    demo_url,
-                    master_key,
+                    root,
                     broker.bootstrap,
                     topics,
                     customers=customers,
@@ -217,9 +198,7 @@ def streaming_demo(
 
 
 def _drive(
-    settings: Settings,
-    url: str,
-    master_key: MasterKey,
+    root: Root,
     bootstrap: str,
     topics: TopicNames,
     *,
@@ -227,7 +206,7 @@ def _drive(
     progress: Callable[[str, int, int], None],
     timeout: float,
 ) -> DemoReport:
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = start_of_day(root.clock())
     population = simulate(customers=customers, seed=7, end=end)
     producer = kafka.producer(bootstrap)
     started = time.perf_counter()
@@ -243,7 +222,7 @@ def _drive(
     progress("publishing", published, published)
     ingested_at = caught_up_at = None
     deadline = time.monotonic() + timeout
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(root.app_url) as conn:
         while time.monotonic() < deadline:
             consumed, stored, applied = _counts(conn)
             progress("ingest", consumed, published)
@@ -255,22 +234,15 @@ def _drive(
             time.sleep(0.25)
     if ingested_at is None or caught_up_at is None:
         raise TimeoutError(f"the pipeline did not catch up within {timeout:.0f} s")
-    store = build_store(settings, url, master_key, as_role=settings.app_role)
-    try:
-        views = [dict(model.snapshot) for model in ReadModelStore(store).all()]
+    with root.services() as services:
+        views = [dict(model.snapshot) for model in services.read_models.all()]
         # the riskiest customer with an open alert, else the riskiest one still engaged
         at_risk = sorted(
             (v for v in views if v["lifecycle_stage"] not in ("prospect", "churned")),
             key=lambda v: (not v["alert_open"], -float(v["churn_score"]), v["customer_id"]),
         )
         customer = at_risk[0]["customer_id"] if at_risk else None
-        steps = (
-            ProjectionReader(store, load_configured_policy(settings)).replay(customer, as_of=end)
-            if customer
-            else []
-        )
-    finally:
-        store.close()
+        steps = services.reader.replay(customer, as_of=end) if customer else []
     return DemoReport(published, ingested_at, caught_up_at, end, views, customer, steps)
 
 

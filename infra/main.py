@@ -22,6 +22,7 @@ from infra.bootstrap import (
     run_migrations,
     services,
 )
+from infra.clock import Clock, system_clock
 from infra.errors import report
 from infra.settings import (
     Settings,
@@ -32,9 +33,10 @@ from infra.settings import (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, clock: Clock = system_clock) -> None:
     """Run one command; any failure ends as one line on stderr and a documented exit
-    code (docs/errors.md), with the traceback only under `--debug` / `EVENTCRM_DEBUG`."""
+    code (docs/errors.md), with the traceback only under `--debug` / `EVENTCRM_DEBUG`.
+    ``clock`` is the one clock of everything the command builds (ADR 0028)."""
     args = argv if argv is not None else sys.argv[1:]
     debug = debug_requested(os.environ)
 
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         debug = debug or requested
 
     try:
-        _run(args, on_debug=on_debug)
+        _run(args, on_debug=on_debug, clock=clock)
     except SystemExit:
         raise
     except BrokenPipeError:
@@ -65,7 +67,7 @@ def warn_unknown_variables(say: Callable[[str], None]) -> None:
         say(f"eventcrm: warning: {warning}")
 
 
-def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
+def _run(args: list[str], *, on_debug: Callable[[bool], None], clock: Clock) -> None:
     warnings.filterwarnings("ignore", module="platformdirs")
     configure_logging()
     err = Console(stderr=True)
@@ -77,7 +79,7 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
         err.print(text, style="cyan", markup=False, soft_wrap=True)
 
     def open_runtime() -> AbstractContextManager[Runtime]:
-        return services(settings(), say=say)
+        return services(settings(), say=say, clock=clock)
 
     def migrate() -> int:
         with database(settings(), say=say) as (admin_url, _, _):
@@ -89,13 +91,15 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
         from infra.live import serve as run  # noqa: PLC0415
         from infra.serve import exit_if_threads_linger  # noqa: PLC0415
 
-        run(settings(), roles, say=say, http=http)
+        run(settings(), roles, say=say, http=http, clock=clock)
         exit_if_threads_linger()
 
     def demo(customers: int, progress: Callable[[str, int, int], None]) -> DemoResult:
         from infra.live import streaming_demo  # noqa: PLC0415
 
-        return streaming_demo(settings(), customers=customers, say=say, progress=progress)
+        return streaming_demo(
+            settings(), customers=customers, say=say, progress=progress, clock=clock
+        )
 
     app = build_cli(
         open_runtime,
@@ -104,6 +108,7 @@ def _run(args: list[str], *, on_debug: Callable[[bool], None]) -> None:
         serve=serve,
         demo=demo,
         sample=default_sample(),
+        clock=clock,
         on_debug=on_debug,
         broker=lambda: broker_of(settings()),
     )

@@ -5,11 +5,12 @@ Roles: ``ingest`` (Kafka `interactions` → the store), ``relay`` (the store's o
 run in-process with asyncio in its thread, as docs/streams-notes.md measured),
 ``webhooks`` (`churn-alerts` → the webhook outbox → signed POSTs; ADR 0023).
 
-Each role builds its own clients (store pool, Kafka consumer or producer) when it
-starts and closes them when it ends, so the supervisor restarts a crashed role with
-fresh ones: a permanently failed idempotent producer is replaced, never reused
-(RELIABILITY G5, G12). Topics are provisioned before any client touches them, since
-the embedded broker would otherwise auto-create them with 4 partitions.
+Each life of a role gets its own clients (store pool, Kafka consumer or producer) from
+the composition root (`infra.bootstrap.Root`, on the process's one clock) and closes
+them when it ends, so the supervisor restarts a crashed role with fresh ones: a
+permanently failed idempotent producer is replaced, never reused (RELIABILITY G5,
+G12). Topics are provisioned before any client touches them, since the embedded broker
+would otherwise auto-create them with 4 partitions.
 
 Kafka is disposable. A watcher polls the topics' ids (`adapters.topics.TopicWatch`);
 when the broker lost its data it re-provisions the topics (replacing any rebuilt topic
@@ -30,21 +31,14 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
-import httpx
-from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from adapters import checkpoint
-from adapters.crypto import MasterKey
-from adapters.ingest import Ingest
-from adapters.readmodels import ReadModelStore, StoreStateLoader
-from adapters.reannounce import IncarnationLog, Reannouncer
-from adapters.relay import Relay, RelayLockedError
+from adapters.reannounce import IncarnationLog
+from adapters.relay import RelayLockedError
 from adapters.retry import (
     PROJECTOR_BATCH,
     ROLE_RESTART,
@@ -52,19 +46,11 @@ from adapters.retry import (
     WEBHOOK_DELIVERY,
     RetryPolicy,
 )
-from adapters.store import CustomerStore
-from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from adapters.webhooks import AlertFeed, Deliverer, WebhookRole
-from infra.bootstrap import (
-    build_store,
-    configure_logging,
-    load_configured_policy,
-)
-from infra.kafka import close_producer, consumer, producer
+from adapters.topics import TopicWatch, ensure_topics, incarnation_of
+from infra.bootstrap import Root, configure_logging
+from infra.clock import system_clock
 from infra.settings import Settings
-from projections.ports import ChangePublisher
-from streams.app import Record, build_app
-from streams.projector import Projector
+from streams.app import build_app
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +59,6 @@ ROLES: Final = frozenset({"ingest", "relay", "project", "webhooks"})
 
 class RoleEndedError(RuntimeError):
     """A role returned although its life had not ended: it is restarted like a crash."""
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +74,6 @@ class Tuning:
     watch_interval: float = 1.0
     """How often the topics' ids are checked for a broker that lost its data."""
     group_prefix: str = "eventcrm"
-    clock: Callable[[], datetime] = field(default=wall_clock)
-    """The projector timer's clock (tests drive time with their own)."""
     webhook_retry: RetryPolicy = WEBHOOK_DELIVERY
     """Backoff of failing webhook endpoints, and after how many failures one is dead."""
     webhook_timeout: float = 10.0
@@ -138,36 +118,6 @@ class Life(threading.Event):
         return self.is_set()
 
 
-class KafkaRecordPublisher:
-    """Sends change records with a kafka-python producer and returns only once all of
-    them are acknowledged: the `publish_changes` of `streams.app.build_app`.
-
-    A failed send replaces the producer before the error goes up (the projector then
-    retries the batch): an idempotent producer whose broker lost its producer ids is
-    failed for good (docs/streams-notes.md), and retrying with it would never succeed.
-    """
-
-    def __init__(self, bootstrap: str, *, timeout_s: float = 30.0) -> None:
-        self._bootstrap = bootstrap
-        self._timeout_s = timeout_s
-        self._client = producer(bootstrap)
-
-    def __call__(self, records: Sequence[Record]) -> None:
-        client = self._client
-        try:
-            futures = [client.send(topic, key=key, value=value) for topic, key, value in records]
-            client.flush(timeout=self._timeout_s)
-            for future in futures:
-                future.get(timeout=0)  # raises the send's error, if any
-        except Exception:
-            self._client = producer(self._bootstrap)
-            close_producer(client, timeout=0)
-            raise
-
-    def close(self) -> None:
-        close_producer(self._client)
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     """kafka-python's default partitioner (the relay's): murmur2 of the key."""
     hashed: int = murmur2(key)
@@ -206,38 +156,25 @@ def _check(roles: set[str]) -> None:
 
 
 def run_roles(
-    settings: Settings,
+    root: Root,
     roles: set[str],
     stop: threading.Event,
     *,
     bootstrap: str,
-    app_url: str,
-    master_key: MasterKey,
-    as_role: str | None = None,
     tuning: Tuning | None = None,
 ) -> None:
-    """Provision the topics, run ``roles`` until ``stop`` is set, then wait for them."""
+    """Provision the topics, run ``roles`` (built by ``root``, on its clock) until
+    ``stop`` is set, then wait for them."""
     _check(roles)
-    pipeline = Pipeline(
-        settings,
-        bootstrap=bootstrap,
-        app_url=app_url,
-        master_key=master_key,
-        as_role=as_role,
-        tuning=tuning or Tuning(),
-    )
-    pipeline.run(roles, stop)
+    Pipeline(root, bootstrap=bootstrap, tuning=tuning or Tuning()).run(roles, stop)
 
 
 def run_role_processes(
-    settings: Settings,
+    root: Root,
     roles: set[str],
     stop: threading.Event,
     *,
     bootstrap: str,
-    app_url: str,
-    master_key: MasterKey,
-    as_role: str | None = None,
     tuning: Tuning | None = None,
 ) -> None:
     """`run_roles`, one spawned process per role, until ``stop``; a role process that
@@ -246,15 +183,17 @@ def run_role_processes(
 
     The roles are CPU-bound Python: in one interpreter they share one core through the
     GIL; as processes they use every core (docs/benchmarks.md has the measured gain).
+    Each process is handed ``root``, so it must run on the system clock (a test's clock
+    would not reach another process).
     """
     _check(roles)
     tuning = tuning or Tuning()
-    if tuning.clock is not wall_clock:
-        raise ValueError("role processes run on the wall clock")
-    topics = TopicNames(prefix=settings.topic_prefix)
+    if root.clock is not system_clock:
+        raise ValueError("role processes run on the system clock")
+    topics = root.topics()
     ensure_topics(bootstrap, topics.all(), partitions=topics.partitions())
     spawn = multiprocessing.get_context("spawn")
-    launch = _Launch(settings, bootstrap, app_url, master_key, as_role, tuning)
+    launch = _Launch(root, bootstrap, tuning)
 
     def start(role: str) -> multiprocessing.process.BaseProcess:
         process = spawn.Process(target=_role_process, args=(role, launch), name=f"eventcrm-{role}")
@@ -285,11 +224,8 @@ def run_role_processes(
 class _Launch:
     """What a role process gets (pickled by multiprocessing's spawn)."""
 
-    settings: Settings
+    root: Root
     bootstrap: str
-    app_url: str
-    master_key: MasterKey
-    as_role: str | None
     tuning: Tuning
 
 
@@ -298,39 +234,18 @@ def _role_process(role: str, launch: _Launch) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_roles(
-        launch.settings,
-        {role},
-        stop,
-        bootstrap=launch.bootstrap,
-        app_url=launch.app_url,
-        master_key=launch.master_key,
-        as_role=launch.as_role,
-        tuning=launch.tuning,
-    )
+    run_roles(launch.root, {role}, stop, bootstrap=launch.bootstrap, tuning=launch.tuning)
     exit_if_threads_linger()
 
 
 class Pipeline:
     """The roles and their supervisor."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        bootstrap: str,
-        app_url: str,
-        master_key: MasterKey,
-        as_role: str | None,
-        tuning: Tuning,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, root: Root, *, bootstrap: str, tuning: Tuning) -> None:
+        self.root = root
         self.bootstrap = bootstrap
-        self.app_url = app_url
-        self.master_key = master_key
-        self.as_role = as_role
         self.tuning = tuning
-        self.topics = TopicNames(prefix=settings.topic_prefix)
+        self.topics = root.topics()
         self.topic_ids: dict[str, str | None] = {}
         self._lives: dict[str, Life] = {}
         self._lives_lock = threading.Lock()
@@ -347,7 +262,7 @@ class Pipeline:
             watch.close()
 
     def _provision(self, watch: TopicWatch) -> None:
-        store = self.store()
+        store = self.root.role_store()
         try:
             incarnations = IncarnationLog(store.datastore)
             logged = incarnations.logged(self.topics.rebuilt())
@@ -458,123 +373,52 @@ class Pipeline:
         suffix = f"-{incarnation}" if incarnation else ""  # UUIDv7: the prefix is a time
         return f"{self.tuning.group_prefix}-{role}{suffix}"
 
-    def store(self) -> CustomerStore:
-        return build_store(
-            self.settings,
-            self.app_url,
-            self.master_key,
-            as_role=self.as_role,
-            pool_wait=self.settings.role_pool_wait_seconds,
-        )
-
-    # --- roles ------------------------------------------------------------------------
+    # --- roles: their services come from the root; their loops are here -------------
 
     def ingest(self, stop: threading.Event) -> None:
-        store = self.store()
-        try:
-            incarnation = self.incarnation(self.topics.interactions)
-            client = consumer(
-                self.bootstrap,
-                group_id=self.group("ingest", incarnation),
-                session_timeout_ms=int(self.tuning.session_timeout * 1000),
-            )
-            try:
-                Ingest(
-                    store,
-                    client,
-                    topic=self.topics.interactions,
-                    batch_size=self.settings.record_batch_size,
-                    retry=STORE_UNAVAILABLE.starting_at(self.tuning.restart_pause),
-                    incarnation=incarnation,
-                ).run(stop)
-            finally:
-                client.close()
-        finally:
-            store.close()
+        incarnation = self.incarnation(self.topics.interactions)
+        with self.root.ingest(
+            self.bootstrap,
+            group=self.group("ingest", incarnation),
+            incarnation=incarnation,
+            session_timeout=self.tuning.session_timeout,
+            retry=STORE_UNAVAILABLE.starting_at(self.tuning.restart_pause),
+        ) as ingest:
+            ingest.run(stop)
 
     def relay(self, stop: threading.Event) -> None:
-        store = self.store()
-        client = producer(self.bootstrap)
-        try:
-            relay = Relay(
-                store,
-                client,
-                events_topic=self.topics.customer_events,
-                dlq_topic=self.topics.interactions_dlq,
-                conninfo=self.app_url,
-                events_incarnation=self.incarnation(self.topics.customer_events),
-                dlq_incarnation=self.incarnation(self.topics.interactions_dlq),
-                needed_from=ReadModelStore(store).first_unapplied,
-                reannounce=Reannouncer(
-                    store,
-                    load_configured_policy(self.settings),
-                    topics=self.topics,
-                    incarnations={t: self.incarnation(t) for t in self.topics.changes()},
-                ).run,
-            )
-            checkpoints = self._checkpoints(store, client, stop)
+        with self.root.relay(self.bootstrap, incarnation=self.incarnation) as role:
+            checkpoints = self._checkpoints(role.checkpoints, stop)
             while not stop.is_set():
                 try:
-                    relay.run(stop)
+                    role.relay.run(stop)
                 except RelayLockedError:
                     log.debug("relay: another relay is active; standing by")
                     stop.wait(self.tuning.restart_pause)
             if checkpoints is not None:
                 checkpoints.join(timeout=30)
-        finally:
-            # Bounded: after a broker wipe a plain close() waited forever on sends that
-            # could never complete, and the relay never restarted (docs/faults.md).
-            close_producer(client)
-            store.close()
 
     def webhooks(self, stop: threading.Event) -> None:
         """Feed the webhook outbox from `churn-alerts` and deliver it (ADR 0023)."""
-        store = self.store()
-        client = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-        )
-        http = httpx.Client(timeout=self.tuning.webhook_timeout, follow_redirects=False)
-        try:
-            feed = AlertFeed(
-                store.datastore,
-                client,
-                topic=self.topics.churn_alerts,
-                incarnation=self.incarnation(self.topics.churn_alerts),
-            )
-            deliverer = Deliverer(
-                store.datastore, self.master_key, http, policy=self.tuning.webhook_retry
-            )
-            role = WebhookRole(store.datastore, self.app_url, feed, deliverer)
+        with self.root.webhooks(
+            self.bootstrap,
+            incarnation=self.incarnation(self.topics.churn_alerts),
+            retry=self.tuning.webhook_retry,
+            timeout=self.tuning.webhook_timeout,
+        ) as role:
             while not stop.is_set():
                 if not role.run(stop):
                     log.debug("webhooks: another deliverer is active; standing by")
                     stop.wait(self.tuning.restart_pause)
-        finally:
-            http.close()
-            client.close()
-            store.close()
 
     def _checkpoints(
-        self, store: CustomerStore, client: KafkaProducer, stop: threading.Event
+        self, step: Callable[[threading.Event], None] | None, stop: threading.Event
     ) -> threading.Thread | None:
         """The periodic checkpoint step (docs/verify.md), beside the relay."""
-        interval = self.settings.checkpoint_interval_seconds
-        if interval <= 0:
+        if step is None:
             return None
         thread = threading.Thread(
-            target=checkpoint.run_periodically,
-            args=(store, client, self.topics.checkpoints, stop),
-            kwargs={
-                "interval": interval,
-                "clock": wall_clock,
-                "directory": self.settings.checkpoint_dir,
-            },
-            name="eventcrm-checkpoints",
-            daemon=True,
+            target=step, args=(stop,), name="eventcrm-checkpoints", daemon=True
         )
         thread.start()
         return thread
@@ -627,31 +471,18 @@ class Pipeline:
     async def _project(self, stop: threading.Event, ended: threading.Event) -> None:
         """Serve the faust app until ``stop``; ``ended`` is set as soon as it stopped
         serving (then its resources are closed, which might not end)."""
-        store = self.store()
-        publisher = KafkaRecordPublisher(self.bootstrap)
-        scratch = tempfile.TemporaryDirectory(prefix="eventcrm-faust-")
-        try:
-            policy = load_configured_policy(self.settings)
-            read_models = ReadModelStore(store)
-            loader = StoreStateLoader(store, policy)
-
-            def projector(publisher: ChangePublisher) -> Projector:
-                return Projector(
-                    policy=policy,
-                    loader=loader,
-                    sink=read_models,
-                    publisher=publisher,
-                    groups=loader,
-                )
-
+        with (
+            self.root.projector(self.bootstrap) as parts,
+            tempfile.TemporaryDirectory(prefix="eventcrm-faust-") as scratch,
+        ):
             batches = PROJECTOR_BATCH.starting_at(self.tuning.restart_pause)
             served = build_app(
                 app_id=self.group("projector", self.incarnation(self.topics.customer_events)),
                 bootstrap=self.bootstrap,
                 topics=self.topics,
-                projector_factory=projector,
-                publish_changes=publisher,
-                due=read_models.due,
+                projector_factory=parts.projector,
+                publish_changes=parts.publish_changes,
+                due=parts.due,
                 partition_of=partition_of,
                 tick_interval=self.tuning.tick_interval,
                 session_timeout=self.tuning.session_timeout,
@@ -659,14 +490,10 @@ class Pipeline:
                 retry=lambda attempt, stopping: batches.call_async(
                     "projector: a batch or tick", attempt, until=stopping
                 ),
-                clock=self.tuning.clock,
-                datadir=scratch.name,
+                clock=parts.clock,
+                datadir=scratch,
             )
             try:
                 await served.run(stop)
             finally:
                 ended.set()
-        finally:
-            scratch.cleanup()
-            publisher.close()
-            store.close()

@@ -1,17 +1,18 @@
 """The faust app of the `project` role: one agent, one timer, one rebalance hook.
 
 Everything deterministic lives in `streams.projector.Projector`; this module only
-drives it from Kafka and the wall clock:
+drives it from Kafka and a clock:
 
 - the agent reads `customer-events` as raw bytes in batches
   (``stream.take(batch_size, within=...)``) and calls `Projector.handle`;
-- a timer calls `Projector.tick` with ``datetime.now(UTC)`` — the only clock of the
-  pipeline lives here, at the edge, never in `projections`. While the projector is
-  behind (its last batch was full: a backlog, e.g. history replayed through Kafka) the
-  timer waits, up to ``max_tick_delay``: advancing customers to "now" while their
-  older events are still queued makes each of those events a late one, refolded and
-  re-advanced (measured: 60 % of the projector's CPU in a historical stream). Changes
-  still carry their computed instants, so only their publication is later;
+- a timer calls `Projector.tick` with the instant of the clock `infra` injects (the
+  process's one clock, ADR 0028): time enters here, at the edge, never in
+  `projections`. While the projector is behind (its last batch was full: a backlog,
+  e.g. history replayed through Kafka) the timer waits, up to ``max_tick_delay``:
+  advancing customers to "now" while their older events are still queued makes each
+  of those events a late one, refolded and re-advanced (measured: 60 % of the
+  projector's CPU in a historical stream). Changes still carry their computed
+  instants, so only their publication is later;
 - after a rebalance (and then periodically) the customers this worker no longer owns
   are dropped (`Projector.retain`) and the owned ones whose stored read model has a
   due deadline are re-adopted (`Projector.resume`), since the `read_models` table is
@@ -34,7 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Protocol, cast
 
 import faust
@@ -290,7 +291,7 @@ def build_app(
     session_timeout: float = 6.0,
     heartbeat_interval: float = 1.0,
     retry: RetryBatch,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], datetime],
     datadir: str | None = None,
 ) -> ProjectorApp:
     """Wire a faust app around a fresh projector (build it inside the event loop that

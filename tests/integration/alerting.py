@@ -21,6 +21,7 @@ from adapters.publisher import Publisher
 from adapters.readmodels import ReadModelStore
 from adapters.simulate import simulate
 from adapters.topics import TopicNames, ensure_topics
+from infra.bootstrap import Root
 from infra.kafka import producer
 from infra.serve import Tuning, run_roles
 from infra.settings import Settings
@@ -77,14 +78,17 @@ def run_alerting_pipeline(
     stop = threading.Event()
     serving = threading.Thread(
         target=run_roles,
-        args=(settings, {"ingest", "relay", "project"}, stop),
-        kwargs={
-            "bootstrap": bootstrap,
-            "app_url": database_url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings,
+                database_url,
+                MasterKey.from_text(settings.master_key),
+                as_role=settings.app_role,
+            ),
+            {"ingest", "relay", "project"},
+            stop,
+        ),
+        kwargs={"bootstrap": bootstrap, "tuning": Tuning.fast()},
         name="alerting-pipeline",
         daemon=True,
     )

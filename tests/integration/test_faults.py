@@ -37,7 +37,7 @@ from adapters.topics import (
     ensure_topics,
     incarnation_of,
 )
-from infra.bootstrap import load_configured_policy
+from infra.bootstrap import Root, load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import STOP_TIMEOUT, Tuning, partition_of, run_role_processes, run_roles
 from projections import Change, replay
@@ -114,14 +114,17 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
         # Each role in a process of its own, as `eventcrm serve` runs them: a faust app
         # that cannot stop after the reset is abandoned and its process ended.
         target=run_role_processes,
-        args=(settings, {"ingest", "relay", "project"}, stop),
-        kwargs={
-            "bootstrap": broker.bootstrap,
-            "app_url": fresh_database_url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings,
+                fresh_database_url,
+                MasterKey.from_text(settings.master_key),
+                as_role=settings.app_role,
+            ),
+            {"ingest", "relay", "project"},
+            stop,
+        ),
+        kwargs={"bootstrap": broker.bootstrap, "tuning": Tuning.fast()},
         daemon=True,
     )
     serving.start()
@@ -331,13 +334,20 @@ def test_a_full_redelivery_changes_neither_the_store_nor_the_read_models(
         stop = threading.Event()
         thread = threading.Thread(
             target=run_roles,
-            args=(settings, {"ingest", "relay", "project"}, stop),
+            args=(
+                Root(
+                    settings,
+                    fresh_database_url,
+                    MasterKey.from_text(settings.master_key or ""),
+                    as_role=settings.app_role,
+                    clock=lambda: now,
+                ),
+                {"ingest", "relay", "project"},
+                stop,
+            ),
             kwargs={
                 "bootstrap": broker.bootstrap,
-                "app_url": fresh_database_url,
-                "master_key": MasterKey.from_text(settings.master_key or ""),
-                "as_role": settings.app_role,
-                "tuning": Tuning.fast(group_prefix=group_prefix, clock=lambda: now),
+                "tuning": Tuning.fast(group_prefix=group_prefix),
             },
             daemon=True,
         )
@@ -697,14 +707,14 @@ def test_after_a_broker_wipe_a_subscriber_that_was_mid_stream_ends_with_every_al
     stop = threading.Event()
     serving = threading.Thread(
         target=run_role_processes,
-        args=(settings, {"ingest", "relay", "project"}, stop),
-        kwargs={
-            "bootstrap": broker.bootstrap,
-            "app_url": url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings, url, MasterKey.from_text(settings.master_key), as_role=settings.app_role
+            ),
+            {"ingest", "relay", "project"},
+            stop,
+        ),
+        kwargs={"bootstrap": broker.bootstrap, "tuning": Tuning.fast()},
         daemon=True,
     )
     serving.start()

@@ -20,7 +20,7 @@ from adapters.readmodels import ReadModelStore, audit
 from adapters.readside import ProjectionReader
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, ensure_topics
-from infra.bootstrap import load_configured_policy
+from infra.bootstrap import Root, load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import Tuning, run_roles
 from projections import fold, snapshot
@@ -73,14 +73,17 @@ def test_merge_and_unmerge_flow_through_relay_and_projector(
     stop = threading.Event()
     serving = threading.Thread(
         target=run_roles,
-        args=(settings, {"relay", "project"}, stop),
-        kwargs={
-            "bootstrap": broker.bootstrap,
-            "app_url": fresh_database_url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings,
+                fresh_database_url,
+                MasterKey.from_text(settings.master_key),
+                as_role=settings.app_role,
+            ),
+            {"relay", "project"},
+            stop,
+        ),
+        kwargs={"bootstrap": broker.bootstrap, "tuning": Tuning.fast()},
         name="identity-pipeline",
         daemon=True,
     )

@@ -31,7 +31,7 @@ from adapters.relay import position_name as relay_position
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from infra.bootstrap import load_configured_policy
+from infra.bootstrap import Root, load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
 from infra.serve import Pipeline, Tuning, run_roles
@@ -152,14 +152,17 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     stop = threading.Event()
     serving = threading.Thread(
         target=run_roles,
-        args=(settings, {"ingest", "relay", "project"}, stop),
-        kwargs={
-            "bootstrap": broker.bootstrap,
-            "app_url": fresh_database_url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings,
+                fresh_database_url,
+                MasterKey.from_text(settings.master_key),
+                as_role=settings.app_role,
+            ),
+            {"ingest", "relay", "project"},
+            stop,
+        ),
+        kwargs={"bootstrap": broker.bootstrap, "tuning": Tuning.fast()},
         name="pipeline",
         daemon=True,
     )
@@ -313,11 +316,12 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
 
 def test_a_role_that_dies_is_restarted_until_stopped() -> None:
     pipeline = Pipeline(
-        settings_for("postgresql://unused@127.0.0.1/unused"),
+        Root(
+            settings_for("postgresql://unused@127.0.0.1/unused"),
+            "",
+            MasterKey.from_text(TEST_MASTER_KEY),
+        ),
         bootstrap="127.0.0.1:1",
-        app_url="",
-        master_key=MasterKey.from_text(TEST_MASTER_KEY),
-        as_role=None,
         tuning=Tuning(restart_pause=0.01),
     )
     stop = threading.Event()
@@ -359,11 +363,13 @@ def test_re_provisioning_after_a_wipe_replaces_what_clients_re_created_save_inte
 
     with embedded_broker() as own:
         pipeline = Pipeline(
-            settings,
+            Root(
+                settings,
+                fresh_database_url,
+                MasterKey.from_text(TEST_MASTER_KEY),
+                as_role=settings.app_role,
+            ),
             bootstrap=own.bootstrap,
-            app_url=fresh_database_url,
-            master_key=MasterKey.from_text(TEST_MASTER_KEY),
-            as_role=settings.app_role,
             tuning=Tuning.fast(),
         )
         touch(own.bootstrap, names.tier_changes)  # an operator's, before the first start

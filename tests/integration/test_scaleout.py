@@ -33,8 +33,9 @@ from adapters.readmodels import ReadModel, ReadModelStore
 from adapters.simulate import simulate
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, TopicWatch, ensure_topics, incarnation_of
-from infra.bootstrap import load_configured_policy
+from infra.bootstrap import Root, load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
+from infra.clock import system_clock
 from infra.serve import Tuning, partition_of, run_roles
 from infra.settings import Settings
 from streams.app import ProjectorApp
@@ -84,19 +85,21 @@ def serve(
     url: str,
     tuning: Tuning,
     name: str,
+    clock: Clock = system_clock,
 ) -> threading.Thread:
     """`run_roles` in a thread of its own (one faust app, one asyncio loop per call)."""
     assert settings.master_key is not None
+    root = Root(
+        settings,
+        url,
+        MasterKey.from_text(settings.master_key),
+        as_role=settings.app_role,
+        clock=clock,
+    )
     thread = threading.Thread(
         target=run_roles,
-        args=(settings, roles, stop),
-        kwargs={
-            "bootstrap": bootstrap,
-            "app_url": url,
-            "master_key": MasterKey.from_text(settings.master_key),
-            "as_role": settings.app_role,
-            "tuning": tuning,
-        },
+        args=(root, roles, stop),
+        kwargs={"bootstrap": bootstrap, "tuning": tuning},
         name=name,
         daemon=True,
     )
@@ -115,7 +118,7 @@ def stop_all(stop: threading.Event, threads: Sequence[threading.Thread]) -> None
 @dataclass
 class Workers:
     """Which projector worker did what, told apart by their clocks (each worker's
-    `ProjectorApp.clock` is the `Tuning.clock` it was given).
+    `ProjectorApp.clock` is the clock of the root it was served with).
 
     Records the messages each worker's projector handled successfully and every
     partition assignment it got, by wrapping `ProjectorApp._handle` and
@@ -240,7 +243,13 @@ def test_two_projector_workers_produce_the_read_models_of_one(
     first, second = len(interactions) * 2 // 5, len(interactions) * 7 // 10
     assert len(versions) == 60
 
-    def serve_as(roles: set[str], stop: threading.Event, tuning: Tuning, name: str) -> Any:
+    def serve_as(
+        roles: set[str],
+        stop: threading.Event,
+        tuning: Tuning,
+        name: str,
+        clock: Clock = system_clock,
+    ) -> Any:
         return serve(
             settings,
             roles,
@@ -249,6 +258,7 @@ def test_two_projector_workers_produce_the_read_models_of_one(
             url=fresh_database_url,
             tuning=tuning,
             name=name,
+            clock=clock,
         )
 
     # --- two workers, the second joining mid-stream ---------------------------------
@@ -257,7 +267,7 @@ def test_two_projector_workers_produce_the_read_models_of_one(
     both_alive: list[bool] = []
     try:
         threads.append(
-            serve_as({"project"}, stop, Tuning.fast(clock=workers.clock("a", FIXED_NOW)), "a")
+            serve_as({"project"}, stop, Tuning.fast(), "a", workers.clock("a", FIXED_NOW))
         )
         publish(broker.bootstrap, names.interactions, interactions[:first])
         wait_until(
@@ -266,7 +276,7 @@ def test_two_projector_workers_produce_the_read_models_of_one(
             what="the first worker consuming",
         )
         threads.append(
-            serve_as({"project"}, stop, Tuning.fast(clock=workers.clock("b", FIXED_NOW)), "b")
+            serve_as({"project"}, stop, Tuning.fast(), "b", workers.clock("b", FIXED_NOW))
         )
         # More events while the second worker joins: the group rebalances mid-stream.
         publish(broker.bootstrap, names.interactions, interactions[first:second])
@@ -314,10 +324,8 @@ def test_two_projector_workers_produce_the_read_models_of_one(
         conn.execute("DELETE FROM read_models")  # read models are disposable
     assert not list(read_models.all())
     stop = threading.Event()
-    single = Tuning.fast(
-        group_prefix=f"single-{uuid.uuid4().hex[:8]}", clock=workers.clock("single", FIXED_NOW)
-    )
-    threads = [serve_as({"project"}, stop, single, "single")]
+    single = Tuning.fast(group_prefix=f"single-{uuid.uuid4().hex[:8]}")
+    threads = [serve_as({"project"}, stop, single, "single", workers.clock("single", FIXED_NOW))]
     try:
         wait_until(
             lambda: caught_up(read_models, versions, FIXED_NOW),
@@ -404,7 +412,7 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
     assert max(datetime.fromisoformat(i["occurred_at"]) for i in items) == T0
 
     now = [T0]
-    tuning = Tuning.fast(clock=lambda: now[0], tick_interval=0.2)
+    tuning = Tuning.fast(tick_interval=0.2)
     stop = threading.Event()
     serving = serve(
         settings,
@@ -414,6 +422,7 @@ def test_a_silent_customer_gets_its_at_risk_change_and_alert_at_the_computed_ins
         url=fresh_database_url,
         tuning=tuning,
         name="pipeline",
+        clock=lambda: now[0],
     )
     steps: list[tuple[datetime, datetime, ReadModel]] = []
     """``(announced deadline, clock set, read model after the tick)`` per step."""

@@ -25,7 +25,7 @@ import pytest
 
 from adapters.crypto import MasterKey
 from adapters.webhooks import add_subscription, list_subscriptions, notification_of
-from infra.bootstrap import build_store
+from infra.bootstrap import Root, build_store
 from infra.serve import Tuning, run_roles
 from tests.conftest import TEST_MASTER_KEY, settings_for
 from tests.integration.alerting import AlertingRun
@@ -156,14 +156,17 @@ def test_every_delivery_is_signed_and_a_dead_endpoint_is_listed_then_gets_every_
     settings = settings_for(fresh_database_url, topic_prefix=alerting.names.prefix)
     serving = threading.Thread(
         target=run_roles,
-        args=(settings, {"webhooks"}, stop),
-        kwargs={
-            "bootstrap": alerting.bootstrap,
-            "app_url": fresh_database_url,
-            "master_key": MasterKey.from_text(TEST_MASTER_KEY),
-            "as_role": settings.app_role,
-            "tuning": Tuning.fast(),
-        },
+        args=(
+            Root(
+                settings,
+                fresh_database_url,
+                MasterKey.from_text(TEST_MASTER_KEY),
+                as_role=settings.app_role,
+            ),
+            {"webhooks"},
+            stop,
+        ),
+        kwargs={"bootstrap": alerting.bootstrap, "tuning": Tuning.fast()},
         daemon=True,
     )
     serving.start()

@@ -40,8 +40,8 @@ def test_a_customer_id_maps_to_the_same_aggregate_id_everywhere() -> None:
 
 
 def test_recording_appends_one_event_with_the_interaction_facts() -> None:
-    customer = Customer("c-1")
-    customer.record(interaction("c-1", "2025-05-01T12:00:00+02:00"), digest="d")  # type: ignore[arg-type]
+    customer = Customer("c-1", timestamp=NOW)
+    customer.record(interaction("c-1", "2025-05-01T12:00:00+02:00"), digest="d", at=NOW)  # type: ignore[arg-type]
 
     created, recorded = customer.collect_events()
     assert isinstance(created, Customer.Created)
@@ -53,22 +53,40 @@ def test_recording_appends_one_event_with_the_interaction_facts() -> None:
     assert customer.interaction_count == 1
 
 
+def test_events_are_recorded_at_the_instant_the_writer_gives_not_a_clock_of_their_own() -> None:
+    customer = Customer("c-1", timestamp=NOW)
+    later = NOW + timedelta(seconds=5)
+    customer.record(interaction("c-1", "2025-05-01T00:00:00Z"), digest="d", at=later)  # type: ignore[arg-type]
+    customer.act_on_alert(
+        action="acknowledged", alert_id="a-1", by="kim", reason="", until=None, at=AT
+    )
+    customer.forget(by="dpo", reason="request", at=AT + timedelta(days=1))
+    assert [e.timestamp for e in customer.collect_events()] == [
+        NOW,
+        later,
+        AT,
+        AT + timedelta(days=1),
+    ]
+
+
 def test_the_latest_occurrence_is_kept_whatever_the_arrival_order() -> None:
-    customer = Customer("c-1")
-    customer.record(interaction("c-1", "2025-05-02T00:00:00Z", "e-1"), digest="a")  # type: ignore[arg-type]
-    customer.record(interaction("c-1", "2025-05-01T00:00:00Z", "e-2"), digest="b")  # type: ignore[arg-type]
+    customer = Customer("c-1", timestamp=NOW)
+    customer.record(interaction("c-1", "2025-05-02T00:00:00Z", "e-1"), digest="a", at=NOW)  # type: ignore[arg-type]
+    customer.record(interaction("c-1", "2025-05-01T00:00:00Z", "e-2"), digest="b", at=NOW)  # type: ignore[arg-type]
     assert customer.last_occurred_at == datetime(2025, 5, 2, tzinfo=UTC)
 
 
 def test_an_interaction_of_another_customer_is_refused() -> None:
     with pytest.raises(WrongCustomerError):
-        Customer("c-1").record(interaction("c-2", "2025-05-01T00:00:00Z"), digest="d")  # type: ignore[arg-type]
+        Customer("c-1", timestamp=NOW).record(
+            interaction("c-2", "2025-05-01T00:00:00Z"), digest="d", at=NOW
+        )  # type: ignore[arg-type]
 
 
 def test_the_event_fields_are_exactly_what_the_fast_path_stores() -> None:
-    customer = Customer("c-1")
+    customer = Customer("c-1", timestamp=NOW)
     item = interaction("c-1", "2025-05-01T00:00:00Z")
-    customer.record(item, digest="d")  # type: ignore[arg-type]
+    customer.record(item, digest="d", at=NOW)  # type: ignore[arg-type]
     recorded = customer.collect_events()[1]
     state = {
         k: v
@@ -95,7 +113,7 @@ AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 def test_an_invalid_ops_action_is_refused(
     action: str, alert_id: str, by: str, until: datetime | None, message: str
 ) -> None:
-    customer = Customer("c-1")
+    customer = Customer("c-1", timestamp=NOW)
     with pytest.raises(InvalidAlertActionError, match=message):
         customer.act_on_alert(
             action=action, alert_id=alert_id, by=by, reason="", until=until, at=AT
@@ -103,7 +121,7 @@ def test_an_invalid_ops_action_is_refused(
 
 
 def test_an_ops_action_is_recorded_as_an_event_with_its_instant() -> None:
-    customer = Customer("c-1")
+    customer = Customer("c-1", timestamp=NOW)
     customer.act_on_alert(
         action="snoozed",
         alert_id="a-1",
