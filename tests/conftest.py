@@ -19,7 +19,7 @@ import pytest
 
 from adapters.crypto import MasterKey
 from adapters.store import CustomerStore
-from infra.bootstrap import build_store
+from infra.bootstrap import Root, build_store
 from infra.bootstrap import scratch_database as infra_scratch_database
 from infra.native import built, stale
 from infra.settings import Settings
@@ -132,6 +132,12 @@ def unique() -> str:
 
 
 _EXIT_STATUS: list[int] = [0]
+
+
+def app_root(settings: Settings, url: str) -> Root:
+    """The composition root a test's roles run on: the settings' master key, acting as
+    the application role, on the system clock."""
+    return Root(settings, url, MasterKey.from_text(settings.master_key), as_role=settings.app_role)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,16 +16,14 @@ from typing import Any
 import orjson
 import psycopg
 
-from adapters.crypto import MasterKey
 from adapters.publisher import Publisher
 from adapters.readmodels import ReadModelStore
 from adapters.simulate import simulate
 from adapters.topics import TopicNames, ensure_topics
-from infra.bootstrap import Root
 from infra.kafka import producer
 from infra.serve import Tuning, run_roles
 from infra.settings import Settings
-from tests.conftest import StoreFactory, settings_for
+from tests.conftest import StoreFactory, app_root, settings_for
 from tests.integration.test_pipeline import END, read_topic, wait_until
 
 BAD: Sequence[tuple[bytes, bytes]] = ((b"bad-1", b"{broken"), (b"bad-2", b'{"kind": "purchase"}'))
@@ -79,12 +77,7 @@ def run_alerting_pipeline(
     serving = threading.Thread(
         target=run_roles,
         args=(
-            Root(
-                settings,
-                database_url,
-                MasterKey.from_text(settings.master_key),
-                as_role=settings.app_role,
-            ),
+            app_root(settings, database_url),
             {"ingest", "relay", "project"},
             stop,
         ),

@@ -42,7 +42,7 @@ from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import STOP_TIMEOUT, Tuning, partition_of, run_role_processes, run_roles
 from projections import Change, replay
 from streams.app import ProjectorApp
-from tests.conftest import StoreFactory, settings_for
+from tests.conftest import StoreFactory, app_root, settings_for
 from tests.faultkit import roles as roles_kit
 from tests.faultkit.badrecords import CLASSES, BadRecord, bad_records, mixed
 from tests.faultkit.oracle import DONE, Verdict, consumed, judge, partition_count, settled
@@ -115,12 +115,7 @@ def test_the_pipeline_recovers_by_itself_when_the_broker_restarts_empty(
         # that cannot stop after the reset is abandoned and its process ended.
         target=run_role_processes,
         args=(
-            Root(
-                settings,
-                fresh_database_url,
-                MasterKey.from_text(settings.master_key),
-                as_role=settings.app_role,
-            ),
+            app_root(settings, fresh_database_url),
             {"ingest", "relay", "project"},
             stop,
         ),

@@ -14,18 +14,17 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from adapters.crypto import MasterKey
 from adapters.identitycli import link
 from adapters.readmodels import ReadModelStore, audit
 from adapters.readside import ProjectionReader
 from adapters.store import CustomerStore
 from adapters.topics import TopicNames, ensure_topics
-from infra.bootstrap import Root, load_configured_policy
+from infra.bootstrap import load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import Tuning, run_roles
 from projections import fold, snapshot
 from projections.identity import own
-from tests.conftest import StoreFactory, settings_for
+from tests.conftest import StoreFactory, app_root, settings_for
 from tests.integration.test_identity import Runtime, purchase, seed
 from tests.integration.test_pipeline import read_topic, wait_until
 
@@ -74,12 +73,7 @@ def test_merge_and_unmerge_flow_through_relay_and_projector(
     serving = threading.Thread(
         target=run_roles,
         args=(
-            Root(
-                settings,
-                fresh_database_url,
-                MasterKey.from_text(settings.master_key),
-                as_role=settings.app_role,
-            ),
+            app_root(settings, fresh_database_url),
             {"relay", "project"},
             stop,
         ),

@@ -36,7 +36,7 @@ from infra.broker import EmbeddedBroker, embedded_broker
 from infra.kafka import producer
 from infra.serve import Pipeline, Tuning, run_roles
 from projections import Policy
-from tests.conftest import TEST_MASTER_KEY, StoreFactory, settings_for
+from tests.conftest import TEST_MASTER_KEY, StoreFactory, app_root, settings_for
 from tests.integration.test_ingest_relay import read_all
 
 pytestmark = pytest.mark.integration
@@ -153,12 +153,7 @@ def test_the_pipeline_applies_every_interaction_once_and_live_equals_replay(
     serving = threading.Thread(
         target=run_roles,
         args=(
-            Root(
-                settings,
-                fresh_database_url,
-                MasterKey.from_text(settings.master_key),
-                as_role=settings.app_role,
-            ),
+            app_root(settings, fresh_database_url),
             {"ingest", "relay", "project"},
             stop,
         ),
