@@ -50,6 +50,7 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters.crypto import MasterKey
+from adapters.populations import as_histories
 from adapters.simulate import simulate
 from adapters.topics import TopicNames, ensure_topics
 from bench import transport
@@ -57,9 +58,10 @@ from bench.common import MASTER_KEY, app_url, console_script, cpu_seconds, line,
 from bench.common import settings as settings_for
 from bench.store import copy_ceiling, typical_state_size
 from infra import kafka
-from infra.bootstrap import Root, build_store
+from infra.bootstrap import Root, build_store, default_policy_text
 from infra.broker import embedded_broker
 from infra.serve import Tuning, run_roles
+from projections import fold, load_policy, snapshot
 from streams.app import FETCH_MAX_WAIT_MS
 
 INTERACTIONS = int(os.environ.get("BENCH_PIPELINE_INTERACTIONS", "40000"))
@@ -597,10 +599,11 @@ class Tap:
 
 
 def alert_customer(customer: str, now: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A customer at churn score ~37 ("watch", no alert): fortnightly purchases up to
-    three days ago, a subscription cancelled five days ago (+25), a payment failure six
-    days ago (+10); and the trigger: a high-severity complaint now (+20 → ~57, past the
-    `warning` level of 50, below `critical`), which raises an alert at once."""
+    """Under the packaged default policy (levels 90 / 95 / 97.5), a customer at churn
+    score ~93.6, "watch", no alert: six purchases 75 days apart, the last 330 days ago
+    (at risk, not churned); and the trigger, a high-severity complaint now (→ ~95.7, past
+    `warning`), which raises an alert at once. Checked against the fold below
+    (`alert_scenario_holds`), so a policy change cannot silently empty the benchmark."""
     seq = 0
 
     def event(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
@@ -615,10 +618,9 @@ def alert_customer(customer: str, now: datetime) -> tuple[list[dict[str, Any]], 
             **fields,
         }
 
-    sub = f"s-{customer}"
+    idle, gap = 330, 75
     history = [
-        event("registered", now - timedelta(days=200), profile={"country": "DE"}),
-        event("subscription_started", now - timedelta(days=100), subscription_id=sub),
+        event("registered", now - timedelta(days=idle + gap * 6 + 30), profile={"country": "DE"}),
         *(
             event(
                 "purchase",
@@ -627,13 +629,23 @@ def alert_customer(customer: str, now: datetime) -> tuple[list[dict[str, Any]], 
                 currency="EUR",
                 order_id=f"o-{customer}-{days}",
             )
-            for days in range(120, 2, -14)
+            for days in range(idle + gap * 5, idle - 1, -gap)
         ),
-        event("payment_failed", now - timedelta(days=6), subscription_id=sub),
-        event("subscription_cancelled", now - timedelta(days=5), subscription_id=sub),
     ]
     trigger = event("complaint", now, ticket_id=f"t-{customer}", severity="high")
     return sorted(history, key=lambda e: str(e["occurred_at"])), trigger
+
+
+def alert_scenario_holds(now: datetime) -> bool:
+    """The probe raises no alert before its trigger and one at the trigger, under the
+    default policy (the roles run it)."""
+    policy = load_policy(default_policy_text())
+    history, trigger = alert_customer("probe", now)
+    states = []
+    for items in (history, [*history, trigger]):
+        events = dict(as_histories(items, now=now))["probe"]
+        states.append(snapshot(fold("probe", events, policy, as_of=now)).alert_state)
+    return states == ["none", "raised"]
 
 
 @dataclass
@@ -752,6 +764,8 @@ def alert_latency(live: Live, end: datetime) -> Latency:
     """Trigger `ALERTS` alerts, one every `TRIGGER_INTERVAL`, under `LOAD_RATE`
     interactions/s of background load, and time each from publish to arrival."""
     now = datetime.now(UTC)
+    if not alert_scenario_holds(now):
+        raise RuntimeError("the alert probe no longer raises an alert under the default policy")
     customers = [f"alert-{n:05d}" for n in range(ALERTS)]
     setups = {c: alert_customer(c, now) for c in customers}
     load_seconds = 10 + ALERTS * TRIGGER_INTERVAL + 40
