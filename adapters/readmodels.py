@@ -35,6 +35,7 @@ from projections import (
     snapshot,
 )
 from projections.identity import as_member, group_state, linked, links, own, union, view
+from projections.model import json_safe
 from projections.ports import (
     Group,
     GroupLoader,
@@ -439,14 +440,12 @@ def _rank(row: ReadModelRow) -> tuple[int, int, datetime]:
 
 
 def _json_default(value: object) -> object:
-    """What orjson does not encode itself, as `projections.model.json_safe` does it."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(key): item for key, item in value.items()}
-    if isinstance(value, set | frozenset):
-        return list(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+    """What orjson does not encode itself (decimals, other mappings, sets), converted by
+    `json_safe` as `to_dict` converts it."""
+    converted = json_safe(value)
+    if converted is value:
+        raise TypeError(f"not JSON: {type(value).__name__}")
+    return converted
 
 
 _FRAGMENTS: dict[int, tuple[object, orjson.Fragment]] = {}

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +41,7 @@ from adapters.topics import ensure_topics
 from bench.common import line
 from infra import kafka
 from infra.broker import embedded_broker
-from streams.app import FETCH_MAX_WAIT_MS, QUIET_LOGGERS, _App
+from streams.app import FETCH_MAX_WAIT_MS, QUIET_LOGGERS, new_app, raw_topic
 
 MESSAGES = int(os.environ.get("BENCH_TRANSPORT_MESSAGES", "100000"))
 PARTITIONS = 12
@@ -107,20 +109,17 @@ def faust_rate(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes
     warm = threading.Event()
     target = len(messages) + 1  # the warm-up message counts
 
+    scratch = tempfile.mkdtemp(prefix="bench-noop-")
+
     async def main() -> None:
-        app = _App(
-            f"bench-noop-{uuid.uuid4().hex[:6]}",
-            broker=[f"kafka://{bootstrap}"],
-            store="memory://",
-            datadir=f"/tmp/bench-noop-{uuid.uuid4().hex[:6]}",
-            web_enabled=False,
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            broker_session_timeout=2.0,
-            broker_heartbeat_interval=0.5,
-            consumer_auto_offset_reset="earliest",
+        app = new_app(
+            app_id=f"bench-noop-{uuid.uuid4().hex[:6]}",
+            bootstrap=bootstrap,
+            session_timeout=2.0,
+            heartbeat_interval=0.5,
+            datadir=scratch,
         )
-        source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+        source = raw_topic(app, topic)
 
         async def noop(stream: faust.StreamT[bytes]) -> None:
             nonlocal seen
@@ -155,6 +154,7 @@ def faust_rate(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes
     finally:
         producer.close(timeout=5)
         runner.join(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def measure(bootstrap: str, count: int = MESSAGES) -> Transport:

@@ -275,6 +275,33 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def new_app(
+    *, app_id: str, bootstrap: str, session_timeout: float, heartbeat_interval: float, datadir: str
+) -> faust.App:
+    """The faust app the projector runs on (`FETCH_MAX_WAIT_MS`, tables in memory, our
+    topics only): `build_app`'s, and bench.transport's do-nothing agent's ceiling."""
+    return _App(
+        app_id,
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        store="memory://",  # tables are caches; PostgreSQL holds the truth
+        datadir=datadir,
+        web_enabled=False,
+        topic_allow_declare=False,  # topics come from ensure_topics, with our counts
+        topic_disable_leader=True,
+        broker_session_timeout=session_timeout,
+        broker_heartbeat_interval=heartbeat_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic read as raw key and value bytes (decoded by the projector itself)."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
 def build_app(
     *,
     app_id: str,
@@ -309,18 +336,12 @@ def build_app(
     """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    app = _App(
-        app_id,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
-        store="memory://",  # tables are caches; PostgreSQL holds the truth
+    app = new_app(
+        app_id=app_id,
+        bootstrap=bootstrap,
+        session_timeout=session_timeout,
+        heartbeat_interval=heartbeat_interval,
         datadir=datadir or f"{app_id}-data",
-        web_enabled=False,
-        topic_allow_declare=False,  # topics come from ensure_topics, with our counts
-        topic_disable_leader=True,
-        broker_session_timeout=session_timeout,
-        broker_heartbeat_interval=heartbeat_interval,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
     )
     publisher = TopicChangePublisher(topics, publish_changes)
     served = ProjectorApp(
@@ -334,13 +355,7 @@ def build_app(
         batch_size=batch_size,
         max_tick_delay=max_tick_delay,
     )
-    source = app.topic(
-        topics.customer_events,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    source = raw_topic(app, topics.customer_events)
 
     async def project(stream: faust.StreamT[bytes]) -> None:
         # Acknowledged (so committed) once projected, not before: `stream.take` acks a

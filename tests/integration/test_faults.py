@@ -9,7 +9,6 @@ The oracle is the same every time: every published interaction is stored exactly
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from adapters.topics import (
     ensure_topics,
     incarnation_of,
 )
+from bench.common import cpu_seconds
 from infra.bootstrap import Root, load_configured_policy
 from infra.broker import EmbeddedBroker, embedded_broker
 from infra.serve import STOP_TIMEOUT, Tuning, partition_of, run_role_processes, run_roles
@@ -508,12 +508,11 @@ nothing to write late, and it is frozen again): five misses in a row are rare (~
 def wait_until_busy(pid: int, *, within: float = 30.0) -> None:
     """Return once the process used at least 60 % of a core over the last 50 ms (from
     /proc: user + system ticks), i.e. it is working, not waiting on I/O."""
-    tick = 1 / os.sysconf("SC_CLK_TCK")
 
     def cpu() -> float:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * tick
+        seconds = cpu_seconds(pid)
+        assert seconds is not None, f"process {pid} is gone"
+        return seconds
 
     end = time.monotonic() + within
     before = cpu()
