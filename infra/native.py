@@ -64,8 +64,14 @@ def clean() -> None:
 def build() -> None:
     """Compile in a scratch directory that links to the packages (setuptools must not
     read the project's own pyproject.toml here), writing the extensions in place."""
-    from mypyc.build import mypycify  # noqa: PLC0415 - a dev tool, only for this command
-    from setuptools import setup  # noqa: PLC0415
+    try:
+        from mypyc.build import mypycify  # noqa: PLC0415 - a dev tool, only for this command
+        from setuptools import setup  # noqa: PLC0415
+    except ImportError as exc:
+        raise SystemExit(
+            f"cannot compile the core: {(exc.name or 'mypyc').split('.')[0]} is not installed (it comes with "
+            "eventcrm's dev tools: make install); pure Python works without it"
+        ) from None
 
     clean()
     work = ROOT / "build" / "native"
