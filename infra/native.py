@@ -68,9 +68,10 @@ def build() -> None:
         from mypyc.build import mypycify  # noqa: PLC0415 - a dev tool, only for this command
         from setuptools import setup  # noqa: PLC0415
     except ImportError as exc:
+        missing = (exc.name or "mypyc").split(".")[0]
         raise SystemExit(
-            f"cannot compile the core: {(exc.name or 'mypyc').split('.')[0]} is not installed (it comes with "
-            "eventcrm's dev tools: make install); pure Python works without it"
+            f"cannot compile the core: {missing} is not installed (it comes with eventcrm's "
+            "dev tools: make install); pure Python works without it"
         ) from None
 
     clean()
