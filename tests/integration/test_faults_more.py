@@ -189,6 +189,21 @@ def test_an_outage_longer_than_the_pool_rides_out_rewinds_and_pauses_the_ingest(
                     "WHERE datname = %s AND usename = 'eventcrm_app'",
                     (database,),
                 )
+                # A terminated backend ends asynchronously: a commit already under way
+                # can still land. Count only once every application session is gone.
+                wait_for_progress(
+                    lambda: int(
+                        conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = %s AND usename = 'eventcrm_app'",
+                            (database,),
+                        ).fetchone()[0]  # type: ignore[index]
+                    ),
+                    lambda n: n == 0,
+                    stall=30,
+                    what="the application's sessions to end",
+                    poll=0.02,
+                )
                 during.append(stored())
                 # Long past the pool's wait: the role's own recovery has to act. The
                 # log shows when it did.
