@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -82,6 +83,16 @@ class Customer(Aggregate):
     @staticmethod
     def create_id(customer_id: str) -> UUID:
         return customer_uuid(customer_id)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Customer:
+        """An independent copy, as `copy.deepcopy` promises, without its generic walk
+        (~40 µs a customer; the store copies every cached customer it writes to): every
+        attribute is immutable (ids, counts, instants, strings, a frozenset) except the
+        pending events, which are copied."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["_pending_events"] = copy.deepcopy(self.__dict__["_pending_events"], memo)
+        return clone
 
     @event(Created)
     def __init__(self, customer_id: str, *, timestamp: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -67,6 +68,23 @@ def test_events_are_recorded_at_the_instant_the_writer_gives_not_a_clock_of_thei
         AT,
         AT + timedelta(days=1),
     ]
+
+
+def test_a_deep_copy_is_independent_of_the_cached_customer() -> None:
+    cached = Customer("c-1", timestamp=NOW)
+    cached.record(interaction("c-1", "2025-05-01T00:00:00Z", "e-1"), digest="a", at=NOW)  # type: ignore[arg-type]
+    pending = list(cached.collect_events()[-1:])
+    cached.record(interaction("c-1", "2025-05-02T00:00:00Z", "e-2"), digest="b", at=NOW)  # type: ignore[arg-type]
+
+    copied = copy.deepcopy(cached)
+    assert copied.__dict__.keys() == cached.__dict__.keys()
+    copied.record(interaction("c-1", "2025-05-03T00:00:00Z", "e-3"), digest="c", at=NOW)  # type: ignore[arg-type]
+
+    assert (cached.version, cached.interaction_count) == (3, 2)
+    assert (copied.version, copied.interaction_count) == (4, 3)
+    assert [e.originator_version for e in cached.collect_events()] == [3]
+    assert [e.originator_version for e in copied.collect_events()] == [3, 4]
+    assert pending[0].originator_version == 2
 
 
 def test_the_latest_occurrence_is_kept_whatever_the_arrival_order() -> None:
