@@ -99,7 +99,8 @@ class ReadModel:
     """One stored read model: the snapshot as of ``evaluated_at``, including the
     customer's stored events through ``applied_version``.
 
-    Tier, stage and alert hold until ``next_deadline`` unless a new event arrives;
+    Tier, stage and alert hold until ``next_deadline`` unless a new event arrives (at
+    least until then: the projector stores a lower bound of the next change, ADR 32);
     the churn score is the one at ``evaluated_at`` (it drifts continuously).
     """
 

@@ -381,22 +381,51 @@ def _describe(
             },
             (state.last_commerce_id,),
         )
-    base = state.policy.base_currency
-    messages = {
-        "frequency": f"{value} days with a purchase (typical {curve.typical})",
-        "monetary": f"{value} {base} net revenue in the tier window (typical {curve.typical})",
-        "tenure": f"{value} days from the first to the latest purchase or renewal "
-        f"(typical {curve.typical})",
-        "cadence": f"expected interval {value} days (typical {curve.typical})",
-        "spend_trend": f"net spend fell from {state.prior_sum} to {state.recent_sum} "
-        f"({(value * 100).quantize(Decimal(1))}% lost)",
-        "complaints": f"{len(state.complaints)} complaints in the window",
-        "tickets_past_sla": f"{values['tickets_past_sla']} open tickets past their SLA",
-        "nps_detractor": f"latest survey score {state.survey[1] if state.survey else '-'}",
-        "payment_failures": f"{len(state.payments)} failed payments in the window",
-        "cancellation": "a subscription was cancelled and not restarted",
-        "subscription": "an active subscription",
-    }
+    inputs, ids = _evidence(state, name, values, t, shown)
+    return _message(state, name, value, curve, values), inputs, ids
+
+
+def _message(  # noqa: PLR0911 - one sentence per signal, only the one asked for
+    state: CustomerState, name: str, value: Decimal, curve: Curve, values: Mapping[str, int]
+) -> str:
+    """The sentence of one signal's reason (only the one asked for is formatted: a
+    snapshot describes every signal of the customer)."""
+    if name == "frequency":
+        return f"{value} days with a purchase (typical {curve.typical})"
+    if name == "monetary":
+        base = state.policy.base_currency
+        return f"{value} {base} net revenue in the tier window (typical {curve.typical})"
+    if name == "tenure":
+        return (
+            f"{value} days from the first to the latest purchase or renewal "
+            f"(typical {curve.typical})"
+        )
+    if name == "cadence":
+        return f"expected interval {value} days (typical {curve.typical})"
+    if name == "spend_trend":
+        return (
+            f"net spend fell from {state.prior_sum} to {state.recent_sum} "
+            f"({(value * 100).quantize(Decimal(1))}% lost)"
+        )
+    if name == "complaints":
+        return f"{len(state.complaints)} complaints in the window"
+    if name == "tickets_past_sla":
+        return f"{values['tickets_past_sla']} open tickets past their SLA"
+    if name == "nps_detractor":
+        return f"latest survey score {state.survey[1] if state.survey else '-'}"
+    if name == "payment_failures":
+        return f"{len(state.payments)} failed payments in the window"
+    if name == "cancellation":
+        return "a subscription was cancelled and not restarted"
+    if name == "subscription":
+        return "an active subscription"
+    raise KeyError(name)
+
+
+def _evidence(
+    state: CustomerState, name: str, values: Mapping[str, int], t: int, shown: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The inputs shown and the event ids of one signal's reason."""
     ids: tuple[str, ...] = ()
     if name == "complaints":
         ids = tuple(item[2] for item in state.complaints)
@@ -411,7 +440,7 @@ def _describe(
         ids = (state.cancel_id,)
     elif name == "frequency":
         ids = (state.last_purchase_id,) if state.last_purchase_id else ()
-    return messages[name], shown, ids
+    return shown, ids
 
 
 def breached_tickets(state: CustomerState, t: int) -> int:

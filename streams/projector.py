@@ -49,6 +49,13 @@ from projections.ports import (
 _HEAP_SLACK = 1024
 """Stale heap entries tolerated beyond twice the live ones before the heap is rebuilt."""
 
+DEADLINE_STEPS = 4
+"""How many deadlines that change nothing visible the search for a customer's next
+deadline walks before it settles for a lower bound (`projections.next_deadline`,
+ADR 32): the exact search walks ~40 for a customer with a fresh history, after every
+batch that touches it (143 µs of 300 per live event); 4 cost 42 µs, and the timer
+takes the deadlines in between as they fall due, one evaluation per 4."""
+
 
 def parse_customer_event(message: bytes) -> CustomerEvent:
     """Decode one `customer-events` message; raise `WireError` naming what is wrong."""
@@ -449,7 +456,7 @@ class Projector:
         return rows
 
     def _schedule(self, customer_id: str, held: _Held) -> None:
-        held.deadline = next_deadline(held.state)
+        held.deadline = next_deadline(held.state, steps=DEADLINE_STEPS)
         if held.deadline is not None:
             heapq.heappush(self._heap, (held.deadline, customer_id))
 
