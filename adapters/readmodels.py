@@ -80,13 +80,18 @@ _FORWARD: Final = SQL(
     # a higher position includes more of a merged partner's events (docs/identity.md;
     # for anyone else the position is that version's own). Then the state is a
     # function of the evaluation time alone (live equals replay), so a later evaluation
-    # (a timer's advance) wins, and an equal one is the same row again (a redelivery):
-    # nothing to write.
+    # (a timer's advance) wins. At an equal one the snapshot is the same; the projector
+    # stores lower bounds of the next deadline (ADR 32), so a later deadline is a
+    # better-known one and wins; else it is the same row again (a redelivery): nothing
+    # to write.
     "rm.applied_version < EXCLUDED.applied_version "
     "OR (rm.applied_version = EXCLUDED.applied_version "
     "AND (rm.applied_position < EXCLUDED.applied_position "
     "OR (rm.applied_position = EXCLUDED.applied_position "
-    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))))"
+    "AND (coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity') "
+    "OR (rm.evaluated_at IS NOT DISTINCT FROM EXCLUDED.evaluated_at "
+    "AND coalesce(rm.next_deadline, 'infinity') < coalesce(EXCLUDED.next_deadline, 'infinity'))"
+    "))))"
 )
 """The write rule: does the row ``EXCLUDED`` move the stored row ``rm`` forward?"""
 
