@@ -80,18 +80,13 @@ _FORWARD: Final = SQL(
     # a higher position includes more of a merged partner's events (docs/identity.md;
     # for anyone else the position is that version's own). Then the state is a
     # function of the evaluation time alone (live equals replay), so a later evaluation
-    # (a timer's advance) wins. At an equal one the snapshot is the same; the projector
-    # stores lower bounds of the next deadline (ADR 32), so a later deadline is a
-    # better-known one and wins; else it is the same row again (a redelivery): nothing
-    # to write.
+    # (a timer's advance) wins, and an equal one is the same row again (a redelivery):
+    # nothing to write.
     "rm.applied_version < EXCLUDED.applied_version "
     "OR (rm.applied_version = EXCLUDED.applied_version "
     "AND (rm.applied_position < EXCLUDED.applied_position "
     "OR (rm.applied_position = EXCLUDED.applied_position "
-    "AND (coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity') "
-    "OR (rm.evaluated_at IS NOT DISTINCT FROM EXCLUDED.evaluated_at "
-    "AND coalesce(rm.next_deadline, 'infinity') < coalesce(EXCLUDED.next_deadline, 'infinity'))"
-    "))))"
+    "AND coalesce(rm.evaluated_at, '-infinity') < coalesce(EXCLUDED.evaluated_at, '-infinity'))))"
 )
 """The write rule: does the row ``EXCLUDED`` move the stored row ``rm`` forward?"""
 
@@ -104,8 +99,7 @@ class ReadModel:
     """One stored read model: the snapshot as of ``evaluated_at``, including the
     customer's stored events through ``applied_version``.
 
-    Tier, stage and alert hold until ``next_deadline`` unless a new event arrives (at
-    least until then: the projector stores a lower bound of the next change, ADR 32);
+    Tier, stage and alert hold until ``next_deadline`` unless a new event arrives;
     the churn score is the one at ``evaluated_at`` (it drifts continuously).
     """
 

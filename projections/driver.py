@@ -93,23 +93,14 @@ def advance(state: CustomerState, t: datetime) -> tuple[CustomerState, list[Chan
     return state, changes
 
 
-def next_deadline(state: CustomerState, *, steps: int = 0) -> datetime | None:
+def next_deadline(state: CustomerState) -> datetime | None:
     """The next instant at which a tier, stage or alert change happens with no new event.
 
     Internal deadlines that change nothing visible (a window edge that does not move
     the tier) are skipped, by simulating on a copy that shares the event log.
-
-    With ``steps`` > 0 the search gives up after that many such deadlines and returns
-    the last one: a lower bound of the next change, never after it, at which a timer
-    advancing the state finds nothing to publish and asks again from there. The walk
-    to the next change takes ~40 deadlines for a customer with a fresh history (window
-    edges of every purchase); a projector asking after every event saves that walk,
-    and the timer then takes the same deadlines once, as they fall due.
     """
     probe = state.copy(probe=True)
-    limit = steps if steps > 0 else 10_000
-    instant: int | None = None
-    for _ in range(limit):
+    for _ in range(10_000):
         instant = _next_step(probe, FAR - 1)
         if instant is None:
             return None
@@ -117,8 +108,6 @@ def next_deadline(state: CustomerState, *, steps: int = 0) -> datetime | None:
         _advance(probe, instant, _collect_into(found))
         if found:
             return from_micros(instant)
-    if steps > 0 and instant is not None:
-        return from_micros(instant)
     return from_micros(probe.wake) if probe.wake < FAR else None
 
 

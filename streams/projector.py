@@ -49,13 +49,6 @@ from projections.ports import (
 _HEAP_SLACK = 1024
 """Stale heap entries tolerated beyond twice the live ones before the heap is rebuilt."""
 
-DEADLINE_STEPS = 4
-"""How many deadlines that change nothing visible the search for a customer's next
-deadline walks before it settles for a lower bound (`projections.next_deadline`,
-ADR 32): the exact search walks ~40 for a customer with a fresh history, after every
-batch that touches it (143 µs of 300 per live event); 4 cost 42 µs. A bound that falls
-due before the customer's next event is refined by `Projector.tick` (one full walk)."""
-
 
 def parse_customer_event(message: bytes) -> CustomerEvent:
     """Decode one `customer-events` message; raise `WireError` naming what is wrong."""
@@ -96,11 +89,9 @@ class Projector:
 
     *Time.* Time-driven changes are found by deadline: a heap of ``(deadline,
     customer_id)``, lazily invalidated (an entry counts only while it equals the
-    customer's current deadline). A deadline is a lower bound found in a few steps
-    (`DEADLINE_STEPS`, ADR 32); `tick` refines a due one to the exact deadline and
-    advances the customer to ``now`` only if that is due too; the changes carry the
-    computed deadlines as ``effective_at``, so live equals replay however late the
-    timer fires.
+    customer's current deadline). `tick` advances each due customer to ``now``; the
+    changes carry the computed deadlines as ``effective_at``, so live equals replay
+    however late the timer fires.
 
     *Effects.* After each call: `ChangePublisher.publish` first, then
     `ReadModelSink.upsert` (each at most once, skipped when empty). A crash between the
@@ -178,13 +169,7 @@ class Projector:
         return changes
 
     def tick(self, now: datetime) -> list[Change]:
-        """Advance every held customer whose next deadline is at or before ``now``.
-
-        A held deadline is a lower bound (`DEADLINE_STEPS`, ADR 32): when it falls due,
-        the exact one is found first, and the customer is advanced only if that is due
-        too. Otherwise nothing changes but the deadline, which the read model then
-        stores: a state advanced at a mere bound would take every later event before
-        ``now`` as a late one, and publish corrections the exact timer never would."""
+        """Advance every held customer whose next deadline is at or before ``now``."""
         if now.utcoffset() is None:
             raise ValueError("now must be timezone-aware")
         due: dict[str, _Held] = {}
@@ -195,15 +180,10 @@ class Projector:
                 due[customer_id] = held
         self._forget_projected_elsewhere(due)
         changes: list[Change] = []
-        exact: dict[str, datetime | None] = {}
         try:
-            for customer_id, held in due.items():
-                found = next_deadline(held.state)
-                if found is not None and found <= now:
-                    changes.extend(advance(held.state, now)[1])
-                else:
-                    exact[customer_id] = found
-            self._emit(changes, self._settle(due, exact))
+            for held in due.values():
+                changes.extend(advance(held.state, now)[1])
+            self._emit(changes, self._settle(due))
         except BaseException:
             self._drop(due)
             raise
@@ -441,11 +421,7 @@ class Projector:
             return initial_state(customer_id, self._policy)
         return self._loader.load(customer_id, through_version=through_version)
 
-    def _settle(
-        self, touched: dict[str, _Held], exact: Mapping[str, datetime | None] | None = None
-    ) -> list[ReadModelRow]:
-        """The read-model rows of the touched customers (and their groups), each
-        rescheduled: at its ``exact`` deadline if `tick` found it, else at a bound."""
+    def _settle(self, touched: dict[str, _Held]) -> list[ReadModelRow]:
         for customer in list(touched):
             for other in self._group_of(customer):  # a member's event moves its group
                 if other in self._held:
@@ -456,10 +432,6 @@ class Projector:
             assert view is not None
             if customer_id in self._survivor_of:
                 held.deadline = None  # the survivor's timer advances the shared state
-            elif exact is not None and customer_id in exact:
-                held.deadline = exact[customer_id]
-                if held.deadline is not None:
-                    heapq.heappush(self._heap, (held.deadline, customer_id))
             else:
                 self._schedule(customer_id, held)
             group = self._group_of(customer_id)
@@ -477,7 +449,7 @@ class Projector:
         return rows
 
     def _schedule(self, customer_id: str, held: _Held) -> None:
-        held.deadline = next_deadline(held.state, steps=DEADLINE_STEPS)
+        held.deadline = next_deadline(held.state)
         if held.deadline is not None:
             heapq.heappush(self._heap, (held.deadline, customer_id))
 

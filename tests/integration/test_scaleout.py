@@ -194,13 +194,12 @@ STABLE_SNAPSHOT_KEYS = (
 
 def stable(model: ReadModel) -> dict[str, Any]:
     """What a read model must say whichever worker, batching or timer order built it,
-    once every deadline up to the (fixed) clock has fired. Not its next deadline: the
-    projector stores a lower bound of it (ADR 32), found in a few steps from wherever
-    the customer was last evaluated; `caught_up` checks that none is due."""
+    once every deadline up to the (fixed) clock has fired."""
     return {
         "customer_id": model.customer_id,
         "applied_version": model.applied_version,
         "applied_position": model.applied_position,
+        "next_deadline": model.next_deadline,
         "tier": model.tier,
         "lifecycle_stage": model.lifecycle_stage,
         "alert_state": model.alert_state,

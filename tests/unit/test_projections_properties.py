@@ -180,38 +180,6 @@ def test_next_deadline_is_when_the_next_change_happens(events: list[InputEvent])
 
 
 @FAST
-@given(histories(), st.integers(1, 6))
-def test_a_bounded_deadline_search_is_never_after_the_next_change(
-    events: list[InputEvent], steps: int
-) -> None:
-    """`next_deadline(steps=n)` (the projector's timer): a lower bound of the exact
-    deadline; advancing to it changes nothing visible before the exact one; and
-    following the bounds deadline by deadline reaches the exact one in the same
-    state and with the same changes as advancing there at once."""
-    last = max(e.occurred_at for e in events)
-    state = fold("c", events, POLICY, as_of=last)
-    exact = next_deadline(state)
-    bound = next_deadline(state, steps=steps)
-    if exact is None:
-        assert bound is None or bound > last
-        return
-    assert bound is not None
-    assert bound <= exact
-    walked, published = state.copy(), []
-    for _ in range(10_000):
-        deadline = next_deadline(walked, steps=steps)
-        assert deadline is not None
-        assert deadline <= exact
-        walked, changes = advance(walked, deadline)
-        published.extend(changes)
-        if deadline == exact:
-            break
-    at_once, expected = advance(state.copy(), exact)
-    assert published == expected
-    assert snapshot(walked) == snapshot(at_once)
-
-
-@FAST
 @given(histories(), st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=30))
 def test_events_arriving_after_a_timer_advanced_past_them_fold_as_if_in_time(
     events: list[InputEvent], leads: list[float]
