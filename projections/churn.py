@@ -381,8 +381,9 @@ def _describe(
             },
             (state.last_commerce_id,),
         )
-    inputs, ids = _evidence(state, name, values, t, shown)
-    return _message(state, name, value, curve, values), inputs, ids
+    if name == "tickets_past_sla":
+        shown |= {"breached": values[name], "open": len(state.tickets)}
+    return _message(state, name, value, curve, values), shown, _event_ids(state, name, t)
 
 
 def _message(  # noqa: PLR0911 - one sentence per signal, only the one asked for
@@ -422,16 +423,13 @@ def _message(  # noqa: PLR0911 - one sentence per signal, only the one asked for
     raise KeyError(name)
 
 
-def _evidence(
-    state: CustomerState, name: str, values: Mapping[str, int], t: int, shown: dict[str, Any]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The inputs shown and the event ids of one signal's reason."""
+def _event_ids(state: CustomerState, name: str, t: int) -> tuple[str, ...]:
+    """The events one signal's reason names."""
     ids: tuple[str, ...] = ()
     if name == "complaints":
         ids = tuple(item[2] for item in state.complaints)
     elif name == "tickets_past_sla":
         ids = tuple(ticket[2] for ticket in state.tickets.values() if ticket[0] <= t)
-        shown |= {"breached": values[name], "open": len(state.tickets)}
     elif name == "nps_detractor" and state.survey is not None:
         ids = (state.survey[2],)
     elif name == "payment_failures":
@@ -440,7 +438,7 @@ def _evidence(
         ids = (state.cancel_id,)
     elif name == "frequency":
         ids = (state.last_purchase_id,) if state.last_purchase_id else ()
-    return shown, ids
+    return ids
 
 
 def breached_tickets(state: CustomerState, t: int) -> int:

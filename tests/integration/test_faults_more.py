@@ -183,22 +183,20 @@ def test_an_outage_longer_than_the_pool_rides_out_rewinds_and_pauses_the_ingest(
                     row = monitor.execute("SELECT count(*) FROM interaction_keys").fetchone()
                     return int(row[0]) if row else -1
 
-                conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND usename = 'eventcrm_app'",
-                    (database,),
+                app_sessions = (
+                    "FROM pg_stat_activity WHERE datname = %s AND usename = 'eventcrm_app'"
                 )
+
+                def sessions() -> int:
+                    row = conn.execute(f"SELECT count(*) {app_sessions}", (database,)).fetchone()
+                    return int(row[0]) if row else -1
+
+                conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                conn.execute(f"SELECT pg_terminate_backend(pid) {app_sessions}", (database,))
                 # A terminated backend ends asynchronously: a commit already under way
                 # can still land. Count only once every application session is gone.
                 wait_for_progress(
-                    lambda: int(
-                        conn.execute(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE datname = %s AND usename = 'eventcrm_app'",
-                            (database,),
-                        ).fetchone()[0]  # type: ignore[index]
-                    ),
+                    sessions,
                     lambda n: n == 0,
                     stall=30,
                     what="the application's sessions to end",
